@@ -1,0 +1,267 @@
+"""The `testbed` command: a thin layer over scenario loading, planning and Lab.
+
+Heavy imports (pyroute2, Scapy) happen inside the commands that need them so
+`testbed --help` and `testbed plan` start fast and work without root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+PROG = "testbed"
+LIBRARY = Path(__file__).resolve().parent / "scenarios"
+NEEDS_ROOT = "needs root (CAP_NET_ADMIN): run with sudo"
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise CliError(NEEDS_ROOT, 2)
+
+
+def library() -> list[Path]:
+    return sorted(LIBRARY.glob("*.yaml"))
+
+
+def resolve_scenario(arg: str | None) -> Path:
+    """A path, or the name of a scenario in the built-in library."""
+    if arg is None:
+        return LIBRARY / "default.yaml"
+    path = Path(arg)
+    if path.exists():
+        return path
+    named = LIBRARY / f"{arg.removesuffix('.yaml')}.yaml"
+    if named.exists():
+        return named
+    raise CliError(f"{arg}: no such scenario file (nor a built-in scenario of that name)", 2)
+
+
+def load_plan(arg: str | None, proxy_mode: str | None = None):
+    from dataclasses import replace
+
+    from testbed import plan as planner
+    from testbed import scenario
+
+    path = resolve_scenario(arg)
+    try:
+        planned = planner.plan(scenario.load(str(path)))
+    except scenario.ScenarioError as exc:
+        raise CliError(str(exc), 2) from None
+    if proxy_mode:
+        planned = replace(planned, proxy=replace(planned.proxy, mode=proxy_mode))
+    return planned
+
+
+def find_lab(ref: str | None):
+    from testbed import state
+
+    labs = state.all_states()
+    if ref is None:
+        if len(labs) == 1:
+            return labs[0]
+        if not labs:
+            raise CliError("no lab is up (start one with: testbed up SCENARIO)")
+        ids = ", ".join(s.id for s in labs)
+        raise CliError(f"several labs are up ({ids}): name one")
+    exact = [s for s in labs if s.id == ref]
+    named = exact or [s for s in labs if s.name == ref or s.id.startswith(ref)]
+    if len(named) == 1:
+        return named[0]
+    if not named:
+        raise CliError(f"no lab {ref!r} (testbed ls lists them)")
+    raise CliError(f"{ref!r} matches several labs: {', '.join(s.id for s in named)}")
+
+
+# -- commands ------------------------------------------------------------------
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from testbed import plan as planner
+
+    print(planner.describe(load_plan(args.scenario, args.proxy_mode)))
+    return 0
+
+
+def summary(lab) -> str:
+    plan = lab.plan
+    lines = [f"lab {lab.id} is up ({plan.name}, proxy mode {plan.proxy.mode})"]
+    for node in plan.nodes:
+        pods = [p for p in plan.pods if p.node == node.name]
+        listed = ", ".join(f"{p.name} {p.ip}" for p in pods) or "no pods"
+        lines.append(f"  {node.name:<10} {node.ip:<15} pods: {listed}")
+    for client in plan.clients:
+        lines.append(f"  {client.name:<10} {client.ip:<15} (external client)")
+    for svc in plan.services:
+        ports = ", ".join(
+            f"{p.port}/{p.protocol}" + (f" nodePort {p.node_port}" if p.node_port else "")
+            for p in svc.ports
+        )
+        extra = f" LB {', '.join(svc.lb_ips)}" if svc.lb_ips else ""
+        lines.append(
+            f"  service {svc.key} {svc.type} {svc.cluster_ip} {ports}{extra}"
+            f" externalTrafficPolicy={svc.external_policy}"
+        )
+    first = plan.clients[0].name if plan.clients else plan.nodes[0].name
+    lines.append(f"try: sudo testbed exec {first} -- ping -c1 {plan.nodes[-1].ip}")
+    lines.append(f"stop: sudo testbed down {lab.id}")
+    return "\n".join(lines)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    require_root()
+    plan = load_plan(args.scenario, args.proxy_mode)
+    from testbed import daemon
+
+    return daemon.up(plan, foreground=args.foreground, print_summary=summary)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    require_root()
+    from testbed import state
+
+    found = find_lab(args.lab)
+    with state.locked():
+        stopped = state.stop_owner(found)
+        removed = 0
+        from testbed import netns
+
+        for name in found.namespaces:
+            removed += netns.remove(name)
+        state.forget(found.id)
+    how = "stopped its owner and " if stopped else ""
+    print(
+        f"lab {found.id}: {how}removed {removed} leftover namespaces"
+        if removed
+        else f"lab {found.id} is down"
+    )
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from testbed import state
+
+    labs = state.all_states()
+    if not labs:
+        print("no labs")
+        return 0
+    for lab in labs:
+        alive = "up" if state.owner_alive(lab) else "orphaned (testbed clean removes it)"
+        print(
+            f"{lab.id:<28} {lab.name:<20} {lab.proxy_mode:<9} {len(lab.namespaces):>3} ns  {alive}"
+        )
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    require_root()
+    found = find_lab(args.lab)
+    from testbed.topology import ns_name
+
+    ns = ns_name(found.id, args.name)
+    if ns not in found.namespaces:
+        known = ", ".join(n.removeprefix(ns_name(found.id, "")) for n in found.namespaces)
+        raise CliError(f"no namespace {args.name!r} in lab {found.id} (known: {known})", 2)
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise CliError("exec needs a command after --, e.g. testbed exec client -- ping -c1 ...", 2)
+    sys.stdout.flush()
+    os.execvp("ip", ["ip", "netns", "exec", ns, *argv])
+    return 0  # not reached
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    require_root()
+    refs = args.refs
+    lab_ref, node = (None, refs[0]) if len(refs) == 1 else (refs[0], refs[1])
+    found = find_lab(lab_ref)
+    from testbed.kubeproxy import sync
+    from testbed.topology import ns_name
+
+    ns = ns_name(found.id, node)
+    if ns not in found.namespaces:
+        raise CliError(f"no node {node!r} in lab {found.id}", 2)
+    sys.stdout.write(sync.dump(ns, found.proxy_mode))
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    require_root()
+    from testbed import state
+
+    removed = state.clean()
+    for line in removed:
+        print(f"removed {line}")
+    print(f"clean: removed {len(removed)} leftovers" if removed else "clean: nothing to remove")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="A packet-level lab that shows how kube-proxy handles Service traffic.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    modes = ["iptables", "nftables"]
+
+    p = sub.add_parser("plan", help="print the planned lab of a scenario (no root needed)")
+    p.add_argument("scenario", nargs="?", help="scenario file or built-in name (default: default)")
+    p.add_argument("--proxy-mode", choices=modes)
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("up", help="build a lab and leave it running")
+    p.add_argument("scenario", nargs="?", help="scenario file or built-in name (default: default)")
+    p.add_argument("--proxy-mode", choices=modes)
+    p.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C tears down")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("down", help="tear down a lab")
+    p.add_argument("lab", nargs="?", help="lab id or name (default: the only lab up)")
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("ls", help="list labs")
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("exec", help="run a command in a node, pod or client namespace")
+    p.add_argument("--lab", help="lab id or name (default: the only lab up)")
+    p.add_argument("name", help="node, pod or client name, or 'edge'")
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    p.set_defaults(func=cmd_exec)
+
+    p = sub.add_parser("rules", help="print the rules loaded on a node")
+    p.add_argument("refs", nargs="+", metavar="[LAB] NODE")
+    p.set_defaults(func=cmd_rules)
+
+    p = sub.add_parser("clean", help="remove every leftover of any lab")
+    p.set_defaults(func=cmd_clean)
+
+    from testbed import runcli
+
+    runcli.add_commands(sub, modes)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "rules" and len(args.refs) > 2:
+        parser.error("rules takes [LAB] NODE")
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

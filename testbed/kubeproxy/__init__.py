@@ -1,0 +1,1 @@
+"""Rules and servers that mirror what kube-proxy runs on a node."""

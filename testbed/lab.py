@@ -1,0 +1,205 @@
+"""The live lab: namespaces, rules and servers for one Plan, torn down always.
+
+`Lab` is the imperative shell around the pure plan/topology/render functions.
+Use it as a context manager; teardown also runs on SIGINT/SIGTERM when the
+caller wraps it in `signals.handled()` (the CLI and the pytest plugin do).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from collections.abc import Sequence
+from dataclasses import replace
+
+from testbed import netbuild, state, topology
+from testbed.checkpoint import reached
+from testbed.kubeproxy import sync as rules_sync
+from testbed.model import Plan, ServicePlan
+
+
+class LabError(RuntimeError):
+    """The lab could not do what was asked; the message says why in one line."""
+
+
+def new_id(name: str) -> str:
+    return f"{name[:16].rstrip('-')}-{secrets.token_hex(2)}"
+
+
+def local_ready(svc: ServicePlan, node: str) -> int:
+    """kube-proxy's health count: ready endpoints on this node (terminating ones excluded)."""
+    return len(
+        {
+            ep.ip
+            for port in svc.ports
+            for ep in port.endpoints
+            if ep.node == node and ep.ready and not ep.terminating
+        }
+    )
+
+
+class Lab:
+    def __init__(self, plan: Plan, lab_id: str | None = None, serve: bool = True) -> None:
+        self.plan = plan
+        self.id = lab_id or new_id(plan.name)
+        self.wiring = topology.wire(plan, self.id)
+        self.serve = serve
+        self.hub = None
+        self._nl: netbuild.Netlink | None = None
+        self._state: state.LabState | None = None
+        self._health: set[tuple[str, int]] = set()
+        self.edge = None
+
+    # -- life cycle -------------------------------------------------------
+
+    def up(self) -> Lab:
+        self._state = state.LabState(
+            id=self.id,
+            name=self.plan.name,
+            file=os.path.abspath(self.plan.file) if self.plan.file else "",
+            proxy_mode=self.plan.proxy.mode,
+            namespaces=[self.wiring.ns(s) for s in self.wiring.namespaces],
+            pid=os.getpid(),
+        )
+        state.save(self._state)
+        try:
+            reached("state-saved")
+            self._nl = netbuild.Netlink()
+            netbuild.apply(self.wiring, self._nl)
+            if self.serve:
+                from testbed.servers import ServerHub
+
+                self.hub = ServerHub()
+                self.hub.start()
+                self._start_pod_servers()
+            reached("servers")
+            self.sync()
+            reached("rules")
+            if self.serve:
+                from testbed.edge import EdgeBalancer
+
+                self.edge = EdgeBalancer(self.plan, self.wiring).start()
+            self._state.status = "up"
+            state.save(self._state)
+            reached("up")
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def down(self) -> list[str]:
+        """Tear everything down; safe to call twice and after a failed build."""
+        if self.edge is not None:
+            self.edge.stop()
+            self.edge = None
+        if self.hub is not None:
+            self.hub.stop()
+            self.hub = None
+        if self._nl is not None:
+            self._nl.close()
+            self._nl = None
+        names = [self.wiring.ns(s) for s in self.wiring.namespaces]
+        removed = netbuild.remove_all(names)
+        state.forget(self.id)
+        return removed
+
+    def __enter__(self) -> Lab:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # -- names --------------------------------------------------------------
+
+    def ns(self, name: str) -> str:
+        if name not in self.wiring.namespaces:
+            known = ", ".join(self.wiring.namespaces)
+            raise LabError(f"no namespace named {name!r} in lab {self.id} (known: {known})")
+        return self.wiring.ns(name)
+
+    @property
+    def netlink(self) -> netbuild.Netlink:
+        if self._nl is None:
+            self._nl = netbuild.Netlink()
+        return self._nl
+
+    # -- rules and servers -----------------------------------------------------
+
+    def sync(self, plan: Plan | None = None) -> None:
+        """Re-render and reload every node's rules (and health servers) from the plan."""
+        if plan is not None:
+            if {n.name for n in plan.nodes} != {n.name for n in self.plan.nodes}:
+                raise LabError("sync cannot add or remove nodes")
+            self.plan = plan
+            if self.edge is not None:
+                self.edge.plan = plan
+        for node in self.plan.nodes:
+            text = rules_sync.render(node, self.plan.services, self.plan.proxy)
+            rules_sync.load(self.wiring.ns(node.name), self.plan.proxy.mode, text)
+        if self.hub is not None:
+            self._sync_health()
+
+    def with_proxy_mode(self, mode: str) -> Plan:
+        return replace(self.plan, proxy=replace(self.plan.proxy, mode=mode))
+
+    def _start_pod_servers(self) -> None:
+        for pod in self.plan.pods:
+            for port, proto in self._pod_ports(pod.name):
+                self.hub.add_echo(self.wiring.ns(pod.name), pod.name, pod.ip, port, proto)
+
+    def _pod_ports(self, pod_name: str) -> list[tuple[int, str]]:
+        pod = self.plan.pod(pod_name)
+        ports = {(p.port, p.protocol) for p in pod.ports}
+        for svc in self.plan.services:
+            for port in svc.ports:
+                for ep in port.endpoints:
+                    if ep.pod == pod_name:
+                        ports.add((ep.port, port.protocol))
+        return sorted(ports)
+
+    def _sync_health(self) -> None:
+        wanted: set[tuple[str, int]] = set()
+        for node in self.plan.nodes:
+            ns = self.wiring.ns(node.name)
+            self.hub.set_proxy_health(ns, node.ip, True)
+            for svc in self.plan.services:
+                if svc.external_local and svc.health_check_node_port:
+                    port = svc.health_check_node_port
+                    count = local_ready(svc, node.name)
+                    self.hub.set_health(ns, node.ip, port, svc.namespace, svc.name, count)
+                    wanted.add((ns, port))
+        for ns, port in self._health - wanted:
+            self.hub.drop_health(ns, port)
+        self._health = wanted
+
+    # -- the edge load balancer -------------------------------------------------
+
+    def lb_nodes(self) -> dict[str, tuple[str, ...]]:
+        """VIP -> the nodes the edge sends it to right now."""
+        if self.edge is None:
+            return topology.default_vip_nodes(self.plan)
+        return self.edge.eligible()
+
+    def wait_for_edge(self, rounds: int | None = None) -> None:
+        """Let health checks see the current state (after a sync) before probing."""
+        if self.edge is not None:
+            cfg = self.plan.load_balancer.health
+            self.edge.wait_rounds(rounds or max(cfg.healthy_threshold, cfg.unhealthy_threshold))
+
+    # -- looking inside ------------------------------------------------------
+
+    def exec(
+        self, name: str, argv: Sequence[str], timeout: float | None = 30
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside one of the lab's namespaces."""
+        return subprocess.run(
+            ["ip", "netns", "exec", self.ns(name), *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def rules(self, node: str) -> str:
+        self.plan.node(node)
+        return rules_sync.dump(self.ns(node), self.plan.proxy.mode)

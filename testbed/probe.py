@@ -1,0 +1,323 @@
+"""Send real traffic from a lab namespace and read what every hop saw.
+
+Each attempt is a real connection (TCP connect + `GET /clientip`) or datagram
+(UDP `clientip`) from a socket made inside the source's namespace, so the
+source's own kernel, conntrack and routes handle it. Captures at every hop
+(capture.py) then tell the story: the TCP handshake is followed across NAT by
+its initial sequence number, a datagram by its IP id. The pod's own answer
+(`ip:port` it saw) is kept beside the captures: the report shows both.
+"""
+
+from __future__ import annotations
+
+import errno
+import selectors
+import socket
+import time
+from dataclasses import dataclass, field
+
+from testbed import netns
+from testbed.capture import ACK, RST, SYN, Capture, Frame, Point
+from testbed.model import Plan, ProbePlan
+from testbed.records import DELIVERED, DROPPED, REJECTED, Attempt, Hop, Observation
+from testbed.targets import Aim, aim, source_address
+from testbed.topology import Wiring, pod_ifname
+
+REJECT_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNRESET}
+DEFAULT_TIMEOUT = 1.0
+
+
+def capture_points(plan: Plan, wiring: Wiring) -> list[Point]:
+    """Client and node fabric interfaces, and every pod's own interface."""
+    points = [Point(wiring.ns(c.name), "eth0", f"{c.name}/eth0") for c in plan.clients]
+    points += [Point(wiring.ns(n.name), "eth0", f"{n.name}/eth0") for n in plan.nodes]
+    points += [Point(wiring.ns(p.name), "eth0", f"{p.name}/eth0") for p in plan.pods]
+    return points
+
+
+@dataclass
+class _Try:
+    sock: socket.socket
+    started: float
+    local: tuple[str, int] = ("", 0)
+    connected_at: float | None = None
+    answered_at: float | None = None
+    error: int = 0
+    reply: bytes = b""
+    done: bool = False
+    sent: bool = False
+    buffer: bytearray = field(default_factory=bytearray)
+
+
+def _open_tcp(ns: str, target: Aim, count: int) -> list[_Try]:
+    tries = []
+    with netns.entered(ns):
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            # no SYN retries: one SYN per attempt, so each attempt is one packet story
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            started = time.monotonic()
+            code = sock.connect_ex((target.ip, target.port))
+            t = _Try(sock, started, sock.getsockname())
+            if code not in (0, errno.EINPROGRESS):
+                t.error, t.done = code, True
+            tries.append(t)
+    return tries
+
+
+def _open_udp(ns: str, target: Aim, count: int) -> list[_Try]:
+    tries = []
+    with netns.entered(ns):
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.connect((target.ip, target.port))  # connected: ICMP errors reach us
+            t = _Try(sock, time.monotonic(), sock.getsockname())
+            try:
+                sock.send(b"clientip")
+                t.sent = True
+            except OSError as exc:
+                t.error, t.done = exc.errno or 0, True
+            tries.append(t)
+    return tries
+
+
+def _drive(tries: list[_Try], protocol: str, timeout: float, host_header: str) -> None:
+    """One selector loop for every attempt of a probe, until answered or timed out."""
+    sel = selectors.DefaultSelector()
+    for t in tries:
+        if not t.done:
+            events = selectors.EVENT_READ if protocol == "UDP" else selectors.EVENT_WRITE
+            sel.register(t.sock, events, t)
+    deadline = time.monotonic() + timeout
+    request = f"GET /clientip HTTP/1.1\r\nHost: {host_header}\r\n\r\n".encode()
+    pending = sum(1 for t in tries if not t.done)
+    while pending and time.monotonic() < deadline:
+        for key, mask in sel.select(timeout=max(0.0, deadline - time.monotonic())):
+            t: _Try = key.data
+            try:
+                if protocol == "UDP":
+                    t.reply = t.sock.recv(2048)
+                    t.answered_at = time.monotonic()
+                    t.done = True
+                elif mask & selectors.EVENT_WRITE and t.connected_at is None:
+                    err = t.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        t.error, t.done = err, True
+                    else:
+                        t.connected_at = time.monotonic()
+                        t.sock.send(request)
+                        sel.modify(t.sock, selectors.EVENT_READ, t)
+                        continue
+                else:
+                    chunk = t.sock.recv(4096)
+                    t.buffer += chunk
+                    if not chunk or _complete(bytes(t.buffer)):
+                        t.answered_at = time.monotonic()
+                        t.reply = _body(bytes(t.buffer))
+                        t.done = True
+            except OSError as exc:
+                t.error, t.done = exc.errno or 0, True
+            if t.done:
+                sel.unregister(t.sock)
+                pending -= 1
+    sel.close()
+
+
+def _complete(data: bytes) -> bool:
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip() or 0)
+    return False
+
+
+def _body(data: bytes) -> bytes:
+    return data.partition(b"\r\n\r\n")[2]
+
+
+def run(
+    plan: Plan, wiring: Wiring, capture: Capture, probe: ProbePlan, timeout: float = DEFAULT_TIMEOUT
+) -> Observation:
+    """Run every attempt of one probe at once and explain each from the captures."""
+    target = aim(plan, probe)
+    protocol = probe.protocol if probe.target.address else target.protocol
+    ns = wiring.ns(probe.source)
+    started = time.monotonic()
+    opener = _open_udp if protocol == "UDP" else _open_tcp
+    tries = opener(ns, target, probe.count)
+    _drive(tries, protocol, timeout, target.text)
+    capture.flush()
+    frames = capture.frames(since=started - 0.01)
+    for t in tries:
+        t.sock.close()
+    pods_by_point = {f"{p.name}/eth0": p.name for p in plan.pods}
+    nodes_by_point = {f"{n.name}/eth0": n.name for n in plan.nodes}
+    source_ip = source_address(plan, probe.source)
+    source_point = f"{probe.source}/eth0"
+    index = _Index(frames)
+    attempts = tuple(
+        _explain(
+            t,
+            protocol,
+            target,
+            index,
+            source_point,
+            pods_by_point,
+            nodes_by_point,
+            plan,
+            probe.source,
+            started,
+        )
+        for t in tries
+    )
+    return Observation(
+        probe=probe.name,
+        attempts=attempts,
+        source=probe.source,
+        source_address=source_ip,
+        target=target.text,
+    )
+
+
+class _Index:
+    """Frames grouped by the keys that survive NAT: TCP sequence numbers and IP ids."""
+
+    def __init__(self, frames: list[Frame]) -> None:
+        self.by_seq: dict[int, list[Frame]] = {}
+        self.by_ack: dict[int, list[Frame]] = {}
+        self.by_ipid: dict[int, list[Frame]] = {}
+        self.by_sport: dict[tuple[str, int], list[Frame]] = {}
+        self.icmp: list[Frame] = []
+        self.udp_replies: dict[tuple[str, int], list[Frame]] = {}
+        for f in frames:
+            if f.proto == 6:
+                self.by_seq.setdefault(f.seq, []).append(f)
+                self.by_ack.setdefault(f.ack, []).append(f)
+                self.by_sport.setdefault((f.point, f.sport), []).append(f)
+            elif f.proto == 17:
+                self.by_ipid.setdefault(f.ipid, []).append(f)
+                self.by_sport.setdefault((f.point, f.sport), []).append(f)
+                self.udp_replies.setdefault((f.point, f.dport), []).append(f)
+            elif f.proto == 1:
+                self.icmp.append(f)
+
+
+def _kind(f: Frame) -> str:
+    if f.proto == 1:
+        return "icmp-unreach"
+    if f.proto == 17:
+        return "udp"
+    if f.flags & RST:
+        return "rst"
+    if f.flags & SYN:
+        return "syn-ack" if f.flags & ACK else "syn"
+    return "data"
+
+
+def _hop(f: Frame, started: float) -> Hop:
+    return Hop(
+        f.point, f"{f.src}:{f.sport}", f"{f.dst}:{f.dport}", _kind(f), round(f.at - started, 6)
+    )
+
+
+def _explain(
+    t: _Try,
+    protocol: str,
+    target: Aim,
+    index: _Index,
+    source_point: str,
+    pods_by_point: dict[str, str],
+    nodes_by_point: dict[str, str],
+    plan: Plan,
+    source: str,
+    started: float,
+) -> Attempt:
+    lport = t.local[1]
+    mine = [f for f in index.by_sport.get((source_point, lport), []) if f.outgoing]
+    first = next((f for f in mine if f.dst == target.ip and f.dport == target.port), None)
+    story: list[Frame] = []
+    replies: list[Frame] = []
+    if first is not None and protocol == "TCP":
+        isn = first.seq
+        story = [f for f in index.by_seq.get(isn, []) if f.flags & SYN and not f.flags & ACK]
+        replies = [f for f in index.by_ack.get((isn + 1) & 0xFFFFFFFF, []) if f.flags & (SYN | RST)]
+        resets = [
+            f
+            for f in index.by_seq.get((isn + 1) & 0xFFFFFFFF, [])
+            if f.point == source_point and f.outgoing and f.flags & RST
+        ]
+    elif first is not None:
+        story = [f for f in index.by_ipid.get(first.ipid, []) if f.payload == first.payload]
+        replies = [f for f in index.udp_replies.get((source_point, lport), []) if not f.outgoing]
+        resets = []
+    else:
+        resets = []
+    icmp = [
+        f
+        for f in index.icmp
+        if f.point == source_point and not f.outgoing and f.inner and f.inner[2] == lport
+    ]
+    delivered = [f for f in story if f.point in pods_by_point and not f.outgoing]
+    pod_frame = delivered[0] if delivered else None
+    pod = pods_by_point[pod_frame.point] if pod_frame else None
+    at_source = [f for f in replies if f.point == source_point and not f.outgoing]
+    reply = at_source[0] if at_source else None
+    reply_from = f"{reply.src}:{reply.sport}" if reply else None
+    client_reset = bool(resets)
+    if reply is not None and reply.proto == 6 and reply.flags & RST and not reply.flags & SYN:
+        outcome = REJECTED if pod is None else DELIVERED
+    elif pod is not None:
+        outcome = DELIVERED
+    elif icmp or t.error in REJECT_ERRNOS:
+        outcome = REJECTED
+    else:
+        outcome = DROPPED
+    if reply is None:
+        return_path = "none"
+    else:
+        return_path = "correct" if reply_from == target.text else "broken"
+    entry = next(
+        (
+            nodes_by_point[f.point]
+            for f in story
+            if f.point in nodes_by_point and not f.outgoing and f.dst == target.ip
+        ),
+        None,
+    )
+    if entry is None and pod is not None:
+        src_pod = next((p for p in plan.pods if p.name == source), None)
+        entry = src_pod.node if src_pod else (source if source in nodes_by_point.values() else None)
+    serving = plan.pod(pod).node if pod else None
+    source_ip = pod_frame.src if pod_frame else None
+    dnat = (
+        f"{pod_frame.dst}:{pod_frame.dport}"
+        if pod_frame and (pod_frame.dst, pod_frame.dport) != (target.ip, target.port)
+        else None
+    )
+    snat = pod_frame.src if pod_frame and first and pod_frame.src != first.src else None
+    server_view = t.reply.decode(errors="replace").strip() or None if t.reply else None
+    hops = tuple(_hop(f, started) for f in sorted([*story, *replies, *icmp], key=lambda f: f.at))
+    connect_ms = (t.connected_at - t.started) * 1000 if t.connected_at else None
+    rtt_ms = (t.answered_at - (t.connected_at or t.started)) * 1000 if t.answered_at else None
+    return Attempt(
+        outcome=outcome,
+        pod=pod,
+        source_ip=source_ip,
+        reply_from=reply_from,
+        return_path=return_path,
+        client_reset=client_reset,
+        entry_node=entry,
+        serving_node=serving,
+        dnat=dnat,
+        snat=snat,
+        server_view=server_view,
+        connect_ms=connect_ms,
+        rtt_ms=rtt_ms,
+        hops=hops,
+    )

@@ -1,0 +1,160 @@
+"""Renderers for verdicts: a table for people, JSON and JUnit XML for machines.
+
+Pure functions of `ScenarioResult`s; nothing here runs probes or judges them.
+The JSON shape is the contract in SCENARIO-FORMAT.md (schemas/report.schema.json);
+it adds `summary.alpha`, the significance level of every statistical check, and
+`error` on a scenario that could not run.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from testbed.judge import ALPHA, Verdict
+
+PASS = "PASS"
+FAIL = "FAIL"
+
+
+@dataclass(frozen=True)
+class ScenarioResult:
+    name: str
+    file: str
+    proxy_mode: str  # iptables | nftables
+    seconds: float
+    verdicts: tuple[Verdict, ...]
+    error: str | None = None  # the scenario could not be built or probed
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(v.passed for v in self.verdicts)
+
+
+def _counts(counter: Mapping[str, int]) -> str:
+    return ", ".join(f"{k} x{v}" for k, v in counter.items()) or "-"
+
+
+def _expected(exp: Mapping) -> str:
+    parts = [str(exp.get("outcome", "?"))]
+    if exp.get("sourceIP"):
+        parts.append(f"sees {exp['sourceIP']}")
+    if exp.get("pods"):
+        parts.append("pods " + ",".join(exp["pods"]))
+    if exp.get("returnPath") not in (None, "none"):
+        parts.append(f"return {exp['returnPath']}")
+    return "; ".join(parts)
+
+
+HEADER = ("PROBE", "PATH TAKEN", "POD(S)", "SOURCE IP SEEN", "EXPECTED", "VERDICT")
+
+
+def _rows(verdicts: Sequence[Verdict]) -> list[tuple[str, ...]]:
+    return [
+        (
+            v.name,
+            v.path or "-",
+            _counts(v.observed.get("pods", {})),
+            _counts(v.observed.get("sourceIPs", {})),
+            _expected(v.expected),
+            PASS if v.passed else FAIL,
+        )
+        for v in verdicts
+    ]
+
+
+def table(results: Sequence[ScenarioResult]) -> str:
+    """One block per scenario, one row per probe, failing reasons indented under their row."""
+    lines: list[str] = []
+    for res in results:
+        state = PASS if res.passed else FAIL
+        lines.append(f"{res.name} ({res.proxy_mode}, {res.seconds:.1f} s, {res.file}): {state}")
+        if res.error:
+            lines.append(f"    error: {res.error}")
+        rows = _rows(res.verdicts)
+        if rows:
+            widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+
+            def fmt(row: Sequence[str], widths: list[int] = widths) -> str:
+                cells = [c.ljust(w) for c, w in zip(row, widths, strict=True)]
+                return ("  " + "  ".join(cells)).rstrip()
+
+            lines.append(fmt(HEADER))
+            for verdict, row in zip(res.verdicts, rows, strict=True):
+                lines.append(fmt(row))
+                lines += [f"      - {reason}" for reason in verdict.reasons]
+        lines.append("")
+    lines.append(summary_line(results))
+    return "\n".join(lines)
+
+
+def _totals(results: Sequence[ScenarioResult]) -> dict[str, int]:
+    verdicts = [v for r in results for v in r.verdicts]
+    return {
+        "scenarios": len(results),
+        "probes": len(verdicts),
+        "passed": sum(1 for v in verdicts if v.passed),
+        "failed": sum(1 for v in verdicts if not v.passed),
+        "errors": sum(1 for r in results if r.error),
+    }
+
+
+def summary_line(results: Sequence[ScenarioResult]) -> str:
+    t = _totals(results)
+    line = (
+        f"{t['scenarios']} scenario{'s' if t['scenarios'] != 1 else ''}, "
+        f"{t['probes']} probe{'s' if t['probes'] != 1 else ''}: "
+        f"{t['passed']} passed, {t['failed']} failed"
+    )
+    if t["errors"]:
+        line += f", {t['errors']} scenario{'s' if t['errors'] != 1 else ''} could not run"
+    return line + f" (statistical checks at alpha {ALPHA})"
+
+
+def to_json(results: Sequence[ScenarioResult]) -> dict:
+    """The report of `testbed run --json`, as SCENARIO-FORMAT.md and the schema define it."""
+    summary = {**_totals(results), "alpha": ALPHA}
+    scenarios = []
+    for res in results:
+        item: dict = {
+            "name": res.name,
+            "file": res.file,
+            "proxyMode": res.proxy_mode,
+            "passed": res.passed,
+            "seconds": round(res.seconds, 3),
+            "probes": [v.as_report() for v in res.verdicts],
+        }
+        if res.error:
+            item["error"] = res.error
+        scenarios.append(item)
+    return {"summary": summary, "scenarios": scenarios}
+
+
+def to_junit(results: Sequence[ScenarioResult]) -> str:
+    """JUnit XML: a testsuite per scenario and mode, a testcase per probe."""
+    root = ET.Element("testsuites", name="kubeproxy-testbed")
+    for res in results:
+        failures = sum(1 for v in res.verdicts if not v.passed)
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            name=f"{res.name} [{res.proxy_mode}]",
+            tests=str(len(res.verdicts) + (1 if res.error else 0)),
+            failures=str(failures),
+            errors="1" if res.error else "0",
+            time=f"{res.seconds:.3f}",
+            file=res.file,
+        )
+        if res.error:
+            case = ET.SubElement(suite, "testcase", classname=res.name, name="(scenario)")
+            ET.SubElement(case, "error", message=res.error).text = res.error
+        for v in res.verdicts:
+            case = ET.SubElement(suite, "testcase", classname=res.name, name=v.name)
+            if not v.passed:
+                message = " ".join(v.reasons)
+                body = "\n".join([*v.reasons, "", f"path: {v.path}"])
+                ET.SubElement(case, "failure", message=message).text = body
+            ET.SubElement(case, "system-out").text = v.path
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"

@@ -1,0 +1,102 @@
+"""`testbed run` and `testbed probe`: the commands that produce verdicts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from testbed.cli import CliError, find_lab, library, require_root, resolve_scenario
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+
+    def show(text: str) -> None:
+        sys.stderr.write(f"\r\x1b[K  running {text}")
+        sys.stderr.flush()
+
+    return show
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    require_root()
+    from testbed import report, runner
+
+    paths = [str(resolve_scenario(s)) for s in args.scenarios] or [str(p) for p in library()]
+    if not paths:
+        raise CliError("no scenarios to run", 2)
+    progress = _progress(sys.stderr.isatty() and not args.quiet)
+    results = []
+    from testbed import signals
+
+    try:
+        with signals.handled():
+            for path in paths:
+                result = runner.run_file(path, args.proxy_mode, args.pcap, progress)
+                results.append(result)
+                if progress:
+                    sys.stderr.write("\r\x1b[K")
+                print(report.table([result]), flush=True)
+    except signals.Interrupted as exc:
+        print(f"testbed: interrupted by {exc}; the lab was torn down", file=sys.stderr)
+        return exc.exit_code
+    print(report.summary_line(results))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report.to_json(results), handle, indent=1)
+    if args.junit:
+        with open(args.junit, "w") as handle:
+            handle.write(report.to_junit(results))
+    return 0 if all(r.passed for r in results) else 1
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    require_root()
+    from testbed import api
+
+    found = find_lab(args.lab)
+    try:
+        verdict, observed = api.probe_running_lab(
+            found,
+            source=args.source,
+            service=args.to,
+            via=args.via,
+            node=args.node,
+            port=args.port,
+            count=args.count,
+            protocol=args.protocol,
+            address=args.address,
+        )
+    except (LookupError, ValueError) as exc:
+        raise CliError(str(exc), 2) from None
+    from testbed import report
+
+    result = report.ScenarioResult(found.name, found.file, found.proxy_mode, 0.0, (verdict,))
+    print(report.table([result]))
+    return 0 if verdict.passed else 1
+
+
+def add_commands(sub, modes: list[str]) -> None:
+    p = sub.add_parser("run", help="build each scenario, probe it with real packets, judge")
+    p.add_argument("scenarios", nargs="*", help="scenario files or names (default: the library)")
+    p.add_argument("--proxy-mode", choices=modes, help="override each scenario's proxyMode")
+    p.add_argument("--json", metavar="FILE", help="write the JSON report here")
+    p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report here")
+    p.add_argument("--pcap", metavar="DIR", help="write one pcap per probe and hop here")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("probe", help="probe a lab left up by `testbed up`")
+    p.add_argument("lab", nargs="?", help="lab id or name (default: the only lab up)")
+    p.add_argument("--from", dest="source", required=True, help="client, pod or node name")
+    p.add_argument("--to", help="service (name or namespace/name)")
+    p.add_argument("--via", default="clusterIP",
+                   choices=["clusterIP", "nodePort", "loadBalancer", "externalIP"])
+    p.add_argument("--node", help="for --via nodePort: whose address")
+    p.add_argument("--port", help="service port number or name (default: the first)")
+    p.add_argument("--address", help="a raw target address instead of a service")
+    p.add_argument("--protocol", choices=["TCP", "UDP"], default="TCP")
+    p.add_argument("--count", type=int, default=10)
+    p.set_defaults(func=cmd_probe)

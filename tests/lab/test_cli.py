@@ -1,0 +1,96 @@
+"""The `testbed` command as a user runs it: up, exec, rules, down, clean, kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.lab.conftest import ROOT, TESTBED, lab_namespaces, testbed, wait_until
+
+pytestmark = pytest.mark.lab
+
+
+def lab_id_from(output: str) -> str:
+    first = output.splitlines()[0]
+    assert first.startswith("lab "), output
+    return first.split()[1]
+
+
+def test_up_exec_rules_down(no_leaks):
+    up = testbed("up", "default")
+    assert up.returncode == 0, up.stderr
+    lab = lab_id_from(up.stdout)
+    try:
+        ls = testbed("ls")
+        assert lab in ls.stdout and " up" in ls.stdout
+        ping = testbed("exec", "--lab", lab, "client", "--", "ping", "-c1", "-W1", "172.18.0.12")
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        rules = testbed("rules", lab, "node-1")
+        assert rules.returncode == 0, rules.stderr
+        assert "KUBE-SERVICES" in rules.stdout
+        curl = testbed("exec", "--lab", lab, "client", "--", "curl", "-s", "-m", "2",
+                       "http://172.18.0.12:30080/hostname")
+        assert curl.returncode == 0 and curl.stdout.startswith("web-"), curl.stdout
+    finally:
+        down = testbed("down", lab)
+    assert down.returncode == 0, down.stderr
+    assert not any(lab in n for n in lab_namespaces())
+
+
+def test_unknown_namespace_is_one_clear_line(no_leaks):
+    up = testbed("up", "default")
+    assert up.returncode == 0, up.stderr
+    lab = lab_id_from(up.stdout)
+    try:
+        bad = testbed("exec", "--lab", lab, "nosuch", "--", "true")
+        assert bad.returncode == 2
+        assert bad.stderr.count("\n") == 1 and "no namespace 'nosuch'" in bad.stderr
+    finally:
+        testbed("down", lab)
+
+
+@pytest.mark.parametrize("point", ["state-saved", "namespace-1", "veth-1", "addresses", "rules"])
+def test_kill_9_mid_build_then_clean_leaves_nothing(point):
+    before = lab_namespaces()
+    env = dict(os.environ, TESTBED_STALL_AT=point)
+    proc = subprocess.Popen(
+        [*TESTBED, "up", "default", "--foreground"], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = proc.stderr.readline()
+        assert f"stalled at {point}" in line, line
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    clean = testbed("clean")
+    assert clean.returncode == 0, clean.stderr
+    assert "removed" in clean.stdout
+    assert wait_until(lambda: lab_namespaces() == before)
+
+
+def test_sigterm_tears_down_a_foreground_lab():
+    before = lab_namespaces()
+    env = dict(os.environ, TESTBED_STALL_AT="up")
+    proc = subprocess.Popen(
+        [*TESTBED, "up", "default", "--foreground"], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    assert "stalled at up" in proc.stderr.readline()
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 143
+    assert wait_until(lambda: lab_namespaces() == before)
+
+
+def test_clean_finds_a_lab_whose_state_file_is_gone():
+    from testbed import netns
+
+    netns.create("tb-orphan-0000-node-1")
+    clean = testbed("clean")
+    assert "tb-orphan-0000-node-1" in clean.stdout
+    assert "tb-orphan-0000-node-1" not in lab_namespaces()
