@@ -110,6 +110,8 @@ class Capture:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = socket.socketpair()
+        self._flushed = threading.Event()
+        self._labels: dict[int, str] = {}
 
     def start(self) -> Capture:
         for point in self.points:
@@ -120,6 +122,7 @@ class Capture:
             sock.bind((point.ifname, ETH_P_ALL))
             sock.setblocking(False)
             self._socks.append(sock)
+            self._labels[sock.fileno()] = point.label
             self._selector.register(sock, selectors.EVENT_READ, point.label)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
@@ -130,8 +133,14 @@ class Capture:
         while not self._stop.is_set():
             for key, _ in self._selector.select(timeout=0.5):
                 if key.data is None:
-                    return
-                self._drain(key.fileobj, key.data)
+                    self._wake_r.recv(4096)
+                    if self._stop.is_set():
+                        return
+                    for sock in self._socks:  # a flush: drain everything, then say so
+                        self._drain(sock, self._labels[sock.fileno()])
+                    self._flushed.set()
+                else:
+                    self._drain(key.fileobj, key.data)
 
     def _drain(self, sock: socket.socket, label: str) -> None:
         batch = []
@@ -151,9 +160,12 @@ class Capture:
             with self._lock:
                 self._frames.extend(batch)
 
-    def flush(self, settle: float = 0.02) -> None:
-        """Give the reader a moment to drain what the kernel already queued."""
-        time.sleep(settle)
+    def flush(self, settle: float = 0.01, timeout: float = 2.0) -> None:
+        """Return once the reader has drained every socket: all frames so far are in."""
+        time.sleep(settle)  # let softirqs finish delivering what is in flight
+        self._flushed.clear()
+        self._wake_w.send(b"f")
+        self._flushed.wait(timeout)
 
     def frames(self, since: float = 0.0) -> list[Frame]:
         with self._lock:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 PROG = "testbed"
-LIBRARY = Path(__file__).resolve().parent / "scenarios"
+LIBRARY = (Path(__file__).resolve().parent / "scenarios").resolve()
 NEEDS_ROOT = "needs root (CAP_NET_ADMIN): run with sudo"
 
 
@@ -261,6 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `testbed plan | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

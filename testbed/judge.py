@@ -125,7 +125,7 @@ class Verdict:
 
 
 @dataclass(frozen=True)
-class _Expected:
+class Expected:
     """The scenario's expectation, completed from the oracle's prediction."""
 
     outcome: str
@@ -153,7 +153,7 @@ def _oracle_share(pred: Prediction) -> dict[str, float] | None:
     return pred.share if len(pred.pods) > 1 and not pred.sticky else None
 
 
-def expectation(probe: ProbePlan, pred: Prediction) -> _Expected:
+def expectation(probe: ProbePlan, pred: Prediction) -> Expected:
     """The scenario's fields, the oracle's for the rest.
 
     When the scenario overrides the outcome, the oracle's delivery details no longer
@@ -163,13 +163,20 @@ def expectation(probe: ProbePlan, pred: Prediction) -> _Expected:
     exp = probe.expect or Expectation()
     outcome = exp.outcome or pred.outcome
     if outcome == pred.outcome:
-        fill = _Expected(outcome, pred.outcomes, pred.source_ip, True, pred.pods,
-                         pred.return_path, _oracle_share(pred))  # fmt: skip
+        fill = Expected(
+            outcome=outcome,
+            outcomes=pred.outcomes,
+            source_ip=pred.source_ip,
+            source_from_oracle=True,
+            pods=pred.pods,
+            return_path=pred.return_path,
+            share=_oracle_share(pred),
+        )
     elif outcome in (DROPPED, REJECTED):
-        fill = _Expected(outcome, {}, None, False, (), NONE, None)
+        fill = Expected(outcome, {}, None, False, (), NONE, None)
     else:
-        fill = _Expected(outcome, {}, None, False, None, None, None)
-    return _Expected(
+        fill = Expected(outcome, {}, None, False, None, None, None)
+    return Expected(
         outcome=outcome,
         outcomes=fill.outcomes,
         source_ip=exp.source_ip or fill.source_ip,
@@ -376,7 +383,7 @@ class _View:
         return {a for n in nodes for a in self.pred.addresses_of(n)}
 
 
-def _check_outcome(exp: _Expected, obs: Observation) -> list[str]:
+def _check_outcome(exp: Expected, obs: Observation) -> list[str]:
     counts = Counter(a.outcome for a in obs.attempts)
     n = obs.sent
     if exp.outcome != MIXED:
@@ -414,7 +421,7 @@ def _stat_words(stat: float, dof: int, p: float) -> str:
     return f"chi-square {stat:.2f} with {dof} {unit} of freedom, p = {p:.2g} < {ALPHA}"
 
 
-def _check_source(exp: _Expected, view: _View) -> list[str]:
+def _check_source(exp: Expected, view: _View) -> list[str]:
     pred = view.pred
     groups: Counter[tuple[str, str]] = Counter()
     wanted: dict[str, str] = {}
@@ -457,7 +464,7 @@ def _check_source(exp: _Expected, view: _View) -> list[str]:
     return _capped(out)
 
 
-def _check_pods(exp: _Expected, view: _View) -> list[str]:
+def _check_pods(exp: Expected, view: _View) -> list[str]:
     pred, obs = view.pred, view.obs
     seen = obs.pods
     n = obs.sent
@@ -504,7 +511,7 @@ def _check_affinity(view: _View) -> list[str]:
     return out
 
 
-def _check_return_path(exp: _Expected, view: _View) -> list[str]:
+def _check_return_path(exp: Expected, view: _View) -> list[str]:
     obs = view.obs
     got = obs.return_path
     replies = [a for a in obs.attempts if a.return_path != NONE]
@@ -537,7 +544,7 @@ def _check_return_path(exp: _Expected, view: _View) -> list[str]:
     ]
 
 
-def _check_share(exp: _Expected, view: _View) -> list[str]:
+def _check_share(exp: Expected, view: _View) -> list[str]:
     if not exp.share or view.pred.sticky:
         return []
     share = _normalised(exp.share)

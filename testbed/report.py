@@ -64,7 +64,7 @@ def _rows(verdicts: Sequence[Verdict]) -> list[tuple[str, ...]]:
     ]
 
 
-def table(results: Sequence[ScenarioResult]) -> str:
+def table(results: Sequence[ScenarioResult], summary: bool = True) -> str:
     """One block per scenario, one row per probe, failing reasons indented under their row."""
     lines: list[str] = []
     for res in results:
@@ -85,8 +85,9 @@ def table(results: Sequence[ScenarioResult]) -> str:
                 lines.append(fmt(row))
                 lines += [f"      - {reason}" for reason in verdict.reasons]
         lines.append("")
-    lines.append(summary_line(results))
-    return "\n".join(lines)
+    if summary:
+        lines.append(summary_line(results))
+    return "\n".join(lines).rstrip("\n")
 
 
 def _totals(results: Sequence[ScenarioResult]) -> dict[str, int]:

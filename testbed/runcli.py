@@ -38,7 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 results.append(result)
                 if progress:
                     sys.stderr.write("\r\x1b[K")
-                print(report.table([result]), flush=True)
+                print(report.table([result], summary=False) + "\n", flush=True)
     except signals.Interrupted as exc:
         print(f"testbed: interrupted by {exc}; the lab was torn down", file=sys.stderr)
         return exc.exit_code

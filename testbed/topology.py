@@ -129,6 +129,7 @@ def wire(plan: Plan, lab_id: str) -> Wiring:
         Sysctl(EDGE, "net/ipv4/conf/default/rp_filter", "0"),
         # ECMP hashes on the L4 5-tuple, so each flow picks a node and stays there
         Sysctl(EDGE, "net/ipv4/fib_multipath_hash_policy", "1"),
+        Sysctl(EDGE, "net/ipv4/icmp_ratelimit", "0"),
     ]
 
     for node in plan.nodes:
@@ -143,6 +144,9 @@ def wire(plan: Plan, lab_id: str) -> Wiring:
             Sysctl(node.name, "net/ipv4/ip_forward", "1"),
             Sysctl(node.name, "net/ipv4/conf/all/rp_filter", "0"),
             Sysctl(node.name, "net/ipv4/conf/default/rp_filter", "0"),
+            # A real node sends at most ~6 ICMP errors in a burst to one host; probes
+            # fire whole bursts, and each attempt must get the REJECT it earned.
+            Sysctl(node.name, "net/ipv4/icmp_ratelimit", "0"),
         ]
         if plan.proxy.mode == "iptables" and plan.proxy.localhost_nodeports:
             # kube-proxy sets this so 127.0.0.1:NodePort can be DNATed to a pod

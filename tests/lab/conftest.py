@@ -38,7 +38,7 @@ def wait_until(check, timeout: float = 5.0) -> bool:
     return check()
 
 
-def testbed(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:
+def run_testbed(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*TESTBED, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kw
     )

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.lab.conftest import ROOT, TESTBED, lab_namespaces, testbed, wait_until
+from tests.lab.conftest import ROOT, TESTBED, lab_namespaces, run_testbed, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -21,36 +21,36 @@ def lab_id_from(output: str) -> str:
 
 
 def test_up_exec_rules_down(no_leaks):
-    up = testbed("up", "default")
+    up = run_testbed("up", "default")
     assert up.returncode == 0, up.stderr
     lab = lab_id_from(up.stdout)
     try:
-        ls = testbed("ls")
+        ls = run_testbed("ls")
         assert lab in ls.stdout and " up" in ls.stdout
-        ping = testbed("exec", "--lab", lab, "client", "--", "ping", "-c1", "-W1", "172.18.0.12")
+        ping = run_testbed("exec", "--lab", lab, "client", "--", "ping", "-c1", "-W1", "172.18.0.12")
         assert ping.returncode == 0, ping.stdout + ping.stderr
-        rules = testbed("rules", lab, "node-1")
+        rules = run_testbed("rules", lab, "node-1")
         assert rules.returncode == 0, rules.stderr
         assert "KUBE-SERVICES" in rules.stdout
-        curl = testbed("exec", "--lab", lab, "client", "--", "curl", "-s", "-m", "2",
+        curl = run_testbed("exec", "--lab", lab, "client", "--", "curl", "-s", "-m", "2",
                        "http://172.18.0.12:30080/hostname")
         assert curl.returncode == 0 and curl.stdout.startswith("web-"), curl.stdout
     finally:
-        down = testbed("down", lab)
+        down = run_testbed("down", lab)
     assert down.returncode == 0, down.stderr
     assert not any(lab in n for n in lab_namespaces())
 
 
 def test_unknown_namespace_is_one_clear_line(no_leaks):
-    up = testbed("up", "default")
+    up = run_testbed("up", "default")
     assert up.returncode == 0, up.stderr
     lab = lab_id_from(up.stdout)
     try:
-        bad = testbed("exec", "--lab", lab, "nosuch", "--", "true")
+        bad = run_testbed("exec", "--lab", lab, "nosuch", "--", "true")
         assert bad.returncode == 2
         assert bad.stderr.count("\n") == 1 and "no namespace 'nosuch'" in bad.stderr
     finally:
-        testbed("down", lab)
+        run_testbed("down", lab)
 
 
 @pytest.mark.parametrize("point", ["state-saved", "namespace-1", "veth-1", "addresses", "rules"])
@@ -67,7 +67,7 @@ def test_kill_9_mid_build_then_clean_leaves_nothing(point):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-    clean = testbed("clean")
+    clean = run_testbed("clean")
     assert clean.returncode == 0, clean.stderr
     assert "removed" in clean.stdout
     assert wait_until(lambda: lab_namespaces() == before)
@@ -91,6 +91,6 @@ def test_clean_finds_a_lab_whose_state_file_is_gone():
     from testbed import netns
 
     netns.create("tb-orphan-0000-node-1")
-    clean = testbed("clean")
+    clean = run_testbed("clean")
     assert "tb-orphan-0000-node-1" in clean.stdout
     assert "tb-orphan-0000-node-1" not in lab_namespaces()
