@@ -23,6 +23,7 @@ ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 PACKET_OUTGOING = 4
 SYN, RST, ACK = 0x02, 0x04, 0x10
+SO_TIMESTAMPNS = 35  # SCM_TIMESTAMPNS has the same value
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Point:
 @dataclass(frozen=True)
 class Frame:
     point: str
-    at: float
+    at: float  # wall-clock seconds (kernel timestamp)
     outgoing: bool
     proto: int  # 6 tcp, 17 udp, 1 icmp
     src: str
@@ -119,6 +120,8 @@ class Capture:
                 point.ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)
             )
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            # kernel receive timestamps: hop order must not depend on when we read
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             sock.bind((point.ifname, ETH_P_ALL))
             sock.setblocking(False)
             self._socks.append(sock)
@@ -146,12 +149,12 @@ class Capture:
         batch = []
         while True:
             try:
-                data, addr = sock.recvfrom(65535)
+                data, ancillary, _flags, addr = sock.recvmsg(65535, 64)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 return
-            frame = parse(label, time.monotonic(), addr[2] == PACKET_OUTGOING, data)
+            frame = parse(label, _stamp(ancillary), addr[2] == PACKET_OUTGOING, data)
             if frame is not None:
                 if not self.keep_raw:
                     frame = _without_raw(frame)
@@ -195,6 +198,15 @@ class Capture:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """The kernel's receive time (wall clock), or now if it sent none."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack("qq", data[:16])
+            return sec + nsec / 1e9
+    return time.time()
 
 
 def _without_raw(frame: Frame) -> Frame:

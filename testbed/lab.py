@@ -16,7 +16,7 @@ from dataclasses import replace
 from testbed import netbuild, state, topology
 from testbed.checkpoint import reached
 from testbed.kubeproxy import sync as rules_sync
-from testbed.model import Plan, ServicePlan
+from testbed.model import Expectation, Plan, ProbePlan, ServicePlan, Target
 
 
 class LabError(RuntimeError):
@@ -50,6 +50,8 @@ class Lab:
         self._state: state.LabState | None = None
         self._health: set[tuple[str, int]] = set()
         self.edge = None
+        self._capture = None
+        self.keep_raw_frames = False
 
     # -- life cycle -------------------------------------------------------
 
@@ -90,6 +92,9 @@ class Lab:
 
     def down(self) -> list[str]:
         """Tear everything down; safe to call twice and after a failed build."""
+        if self._capture is not None:
+            self._capture.stop()
+            self._capture = None
         if self.edge is not None:
             self.edge.stop()
             self.edge = None
@@ -186,6 +191,69 @@ class Lab:
         if self.edge is not None:
             cfg = self.plan.load_balancer.health
             self.edge.wait_rounds(rounds or max(cfg.healthy_threshold, cfg.unhealthy_threshold))
+
+    # -- probing ----------------------------------------------------------------
+
+    @property
+    def capture(self):
+        """Captures at every hop, started on first use and kept until teardown."""
+        if self._capture is None:
+            from testbed.capture import Capture
+            from testbed.probe import capture_points
+
+            points = capture_points(self.plan, self.wiring)
+            self._capture = Capture(points, keep_raw=self.keep_raw_frames).start()
+        return self._capture
+
+    def observe(self, probe: ProbePlan):
+        """Run one probe and return (Observation, Verdict): what happened and the judgement."""
+        from testbed import judge, oracle
+        from testbed.probe import run as run_probe
+
+        observed = run_probe(self.plan, self.wiring, self.capture, probe)
+        if not self.keep_raw_frames:  # frames are explained; keep memory flat over many probes
+            self.capture.clear()
+        predicted = oracle.predict(self.plan, probe, lb_nodes=self.lb_nodes())
+        return observed, judge.judge(probe, observed, predicted, self.plan)
+
+    def probe(
+        self,
+        name: str | None = None,
+        *,
+        source: str | None = None,
+        service: str | None = None,
+        via: str = "clusterIP",
+        node: str | None = None,
+        port: int | str | None = None,
+        address: str | None = None,
+        protocol: str = "TCP",
+        count: int = 10,
+        expect: Expectation | None = None,
+    ):
+        """Probe by the name of a scenario probe, or describe one; returns the Verdict."""
+        if name is not None:
+            found = [p for p in self.plan.probes if p.name == name]
+            if not found:
+                raise LabError(f"no probe named {name!r} in scenario {self.plan.name}")
+            chosen = found[0]
+        else:
+            if source is None or (service is None and address is None):
+                raise LabError("probe needs a source and a service or an address")
+            key = service if service is None or "/" in service else f"default/{service}"
+            chosen = ProbePlan(
+                name=f"{source}-to-{service or address}",
+                source=source,
+                target=Target(service=key, port=port, via=via, node=node, address=address),
+                protocol=protocol,
+                count=count,
+                expect=expect,
+            )
+        return self.observe(chosen)[1]
+
+    def verdicts(self) -> list:
+        """Run every probe of the scenario, in order."""
+        self.wait_for_edge()
+        return [self.observe(p)[1] for p in self.plan.probes]
 
     # -- looking inside ------------------------------------------------------
 

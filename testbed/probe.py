@@ -148,7 +148,7 @@ def run(
     target = aim(plan, probe)
     protocol = probe.protocol if probe.target.address else target.protocol
     ns = wiring.ns(probe.source)
-    started = time.monotonic()
+    started = time.time()  # captures carry wall-clock kernel timestamps
     opener = _open_udp if protocol == "UDP" else _open_tcp
     tries = opener(ns, target, probe.count)
     _drive(tries, protocol, timeout, target.text)

@@ -1,10 +1,25 @@
-"""pytest plugin: the `lab` marker (skips without root)."""
+"""pytest plugin: build labs in tests and assert on verdicts in three lines.
+
+    @pytest.mark.lab
+    def test_local_keeps_client_ip(lab):
+        built = lab("local-preserves-client-ip")
+        assert all(v.passed for v in built.verdicts())
+
+The `lab` marker skips the test with a reason when not root; the `lab` fixture
+is a factory (scenario file, built-in name, or inline documents) whose labs are
+torn down after the test, whatever happens.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+
+SKIP_REASON = "needs root (CAP_NET_ADMIN) to build namespaces"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -14,7 +29,46 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() == 0:
         return
-    skip = pytest.mark.skip(reason="needs root (CAP_NET_ADMIN) to build namespaces")
+    skip = pytest.mark.skip(reason=SKIP_REASON)
     for item in items:
         if "lab" in item.keywords:
             item.add_marker(skip)
+
+
+def build_plan(source: str | Path | list[dict[str, Any]], proxy_mode: str | None = None):
+    """A Plan from a file, a built-in scenario name, or a list of YAML documents as dicts."""
+    from dataclasses import replace
+
+    from testbed import plan as planner
+    from testbed import scenario
+
+    if isinstance(source, list):
+        planned = planner.plan(scenario.load_dict(source, "<inline>"))
+    else:
+        from testbed.cli import resolve_scenario
+
+        planned = planner.plan(scenario.load(str(resolve_scenario(str(source)))))
+    if proxy_mode:
+        planned = replace(planned, proxy=replace(planned.proxy, mode=proxy_mode))
+    return planned
+
+
+@pytest.fixture
+def lab() -> Iterator[Callable[..., Any]]:
+    """Factory: lab(scenario, proxy_mode=None) -> a Lab that is up; torn down after the test."""
+    if os.geteuid() != 0:
+        pytest.skip(SKIP_REASON)
+    from testbed.lab import Lab
+
+    built: list[Lab] = []
+
+    def make(source: str | Path | list[dict[str, Any]], proxy_mode: str | None = None) -> Lab:
+        instance = Lab(build_plan(source, proxy_mode))
+        built.append(instance)
+        return instance.up()
+
+    try:
+        yield make
+    finally:
+        for instance in reversed(built):
+            instance.down()

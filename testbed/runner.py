@@ -12,13 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from testbed import judge as judging
-from testbed import oracle
-from testbed.capture import Capture, Frame, write_pcap
+from testbed.capture import Frame, write_pcap
 from testbed.lab import Lab
-from testbed.model import Plan, ProbePlan
-from testbed.probe import capture_points
-from testbed.probe import run as run_probe
+from testbed.model import Plan
 from testbed.records import Observation
 from testbed.report import ScenarioResult
 
@@ -33,14 +29,6 @@ def load(path: str, proxy_mode: str | None = None) -> Plan:
     if proxy_mode:
         planned = replace(planned, proxy=replace(planned.proxy, mode=proxy_mode))
     return planned
-
-
-def probe_and_judge(
-    lab: Lab, capture: Capture, probe: ProbePlan
-) -> tuple[Observation, judging.Verdict]:
-    observed = run_probe(lab.plan, lab.wiring, capture, probe)
-    predicted = oracle.predict(lab.plan, probe, lb_nodes=lab.lb_nodes())
-    return observed, judging.judge(probe, observed, predicted, lab.plan)
 
 
 def _write_pcaps(directory: str, scenario: str, probe: str, frames: list[Frame]) -> None:
@@ -59,19 +47,20 @@ def run_plan(
     started = time.monotonic()
     verdicts = []
     observations = []
-    with Lab(plan) as lab:
-        with Capture(capture_points(plan, lab.wiring), keep_raw=bool(pcap_dir)) as capture:
-            lab.wait_for_edge()
-            for probe in plan.probes:
-                if progress:
-                    progress(f"{plan.name}: {probe.name} ({probe.count} x {probe.protocol})")
-                mark = time.monotonic()
-                observed, verdict = probe_and_judge(lab, capture, probe)
-                if pcap_dir:
-                    _write_pcaps(pcap_dir, plan.name, probe.name, capture.frames(since=mark))
-                capture.clear()
-                observations.append(observed)
-                verdicts.append(verdict)
+    lab = Lab(plan)
+    lab.keep_raw_frames = bool(pcap_dir)
+    with lab:
+        lab.wait_for_edge()
+        for probe in plan.probes:
+            if progress:
+                progress(f"{plan.name}: {probe.name} ({probe.count} x {probe.protocol})")
+            mark = time.time()
+            observed, verdict = lab.observe(probe)
+            if pcap_dir:
+                _write_pcaps(pcap_dir, plan.name, probe.name, lab.capture.frames(since=mark))
+            lab.capture.clear()
+            observations.append(observed)
+            verdicts.append(verdict)
     result = ScenarioResult(
         name=plan.name,
         file=plan.file,

@@ -805,13 +805,13 @@ class _Reader:
         api = api_v.string()
         if kind == "List":
             if api != "v1":
-                api_v.fail(f"kind List needs apiVersion v1, not {show(api)}")
+                api_v.fail(f"List needs apiVersion v1, not {show(api)}")
             return kind
         if kind not in _KINDS:
             kinds = ", ".join(_KINDS)
-            kind_v.fail(f"kind {show(kind)} is not supported (supported: {kinds}, List)")
+            kind_v.fail(f"{show(kind)} is not a supported kind ({kinds}, List)")
         if api != _KINDS[kind]:
-            api_v.fail(f"kind {kind} needs apiVersion {_KINDS[kind]}, not {show(api)}")
+            api_v.fail(f"{kind} needs apiVersion {_KINDS[kind]}, not {show(api)}")
         return kind
 
     def _metadata(
