@@ -45,9 +45,8 @@ def probe_running_lab(
         protocol=protocol,
         count=count,
     )
-    if key:
-        if not any(s.key == key for s in plan.services):
-            raise LookupError(f"no service {key} in lab {found.id}")
+    if key and not any(s.key == key for s in plan.services):
+        raise LookupError(f"no service {key} in lab {found.id}")
     with Capture(capture_points(plan, wiring)) as capture:
         observed = run_probe(plan, wiring, capture, probe)
     predicted = oracle.predict(plan, probe)

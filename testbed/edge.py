@@ -44,7 +44,9 @@ def http_status(ns: str, ip: str, port: int, path: str, timeout: float) -> str:
     sock.settimeout(timeout)
     try:
         sock.connect((ip, port))
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nConnection: close\r\n\r\n".encode())
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nConnection: close\r\n\r\n".encode()
+        )
         head = sock.recv(64).decode(errors="replace")
         parts = head.split(" ", 2)
         return parts[1] if len(parts) > 1 and parts[1].isdigit() else "bad answer"
@@ -181,5 +183,3 @@ class EdgeBalancer:
                 state = "in pool" if h.healthy else "out of pool"
                 lines.append(f"{key:<24} {node:<10} {state:<12} last answer: {h.last}")
         return "\n".join(lines) or "no health checks (no LoadBalancer or externalIP services)"
-
-

@@ -145,6 +145,51 @@ class Lab:
         if self.hub is not None:
             self._sync_health()
 
+    def change(self, plan: Plan) -> None:
+        """Move the running lab to `plan`: pods come and go, rules and health follow.
+
+        Nodes and clients stay; a pod that exists in both plans must keep its node and IP.
+        """
+        if [(n.name, n.ip) for n in plan.nodes] != [(n.name, n.ip) for n in self.plan.nodes]:
+            raise LabError("a running lab cannot add, remove or readdress nodes")
+        if [(c.name, c.ip) for c in plan.clients] != [(c.name, c.ip) for c in self.plan.clients]:
+            raise LabError("a running lab cannot add, remove or readdress clients")
+        old = {p.name: p for p in self.plan.pods}
+        new = {p.name: p for p in plan.pods}
+        moved = [
+            n
+            for n in old.keys() & new.keys()
+            if (old[n].node, old[n].ip) != (new[n].node, new[n].ip)
+        ]
+        if moved:
+            raise LabError(f"pods cannot move in a running lab: {', '.join(sorted(moved))}")
+        gone, added = old.keys() - new.keys(), new.keys() - old.keys()
+        wiring = topology.wire(plan, self.id)
+        final = [wiring.ns(s) for s in wiring.namespaces]
+        if self._state is not None:  # record before creating, so a crash leaves a full record
+            self._state.namespaces = sorted(set(self._state.namespaces) | set(final))
+            state.save(self._state)
+        for name in sorted(gone):
+            if self.hub is not None:
+                self.hub.remove(self.wiring.ns(name))
+            self.netlink.forget(self.wiring.ns(name))
+            netbuild.remove_all([self.wiring.ns(name)])
+        self.wiring = wiring
+        if added:
+            netbuild.apply(topology.only_pods(wiring, plan, added), self.netlink)
+        if self._capture is not None:  # capture points follow the pods
+            self._capture.stop()
+            self._capture = None
+        self.sync(plan)
+        if self._state is not None:
+            self._state.namespaces = final
+            state.save(self._state)
+        if self.hub is not None:
+            for name in sorted(added):
+                pod = plan.pod(name)
+                for port, proto in self._pod_ports(name):
+                    self.hub.add_echo(wiring.ns(name), name, pod.ip, port, proto)
+
     def with_proxy_mode(self, mode: str) -> Plan:
         return replace(self.plan, proxy=replace(self.plan.proxy, mode=mode))
 

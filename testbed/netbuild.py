@@ -31,6 +31,13 @@ class Netlink:
             self._socks[ns] = sock
         return sock
 
+    def forget(self, ns: str) -> None:
+        """Close the socket of a namespace that is going away (it would keep it alive)."""
+        sock = self._socks.pop(ns, None)
+        if sock is not None:
+            with contextlib.suppress(Exception):
+                sock.close()
+
     def close(self) -> None:
         for sock in self._socks.values():
             with contextlib.suppress(Exception):

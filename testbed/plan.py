@@ -117,14 +117,13 @@ def _nodes(scenario: Scenario) -> tuple[NodePlan, ...]:
     fabric = ipaddress.IPv4Network(lab.network.node_cidr)
     cluster = ipaddress.IPv4Network(lab.network.pod_cidr)
     objects = {o.name: o for o in scenario.node_objects}
-    owner_of_ip: dict[str, str] = {str(fabric.network_address + 1): "the edge router"}
+    given = {o.ip: o for o in scenario.node_objects if o.ip is not None}  # unique, edge-free
     out: list[NodePlan] = []
     for k, node in enumerate(lab.nodes, 1):
         obj = objects.get(node.name)
         if obj is not None and obj.ip is not None:
-            ip, loc = obj.ip, obj.loc
+            ip = obj.ip
         else:
-            loc = lab.loc("nodes")
             address = fabric.network_address + NODE_HOST_BASE + k
             if address >= fabric.broadcast_address:
                 room = fabric.num_addresses - 2 - NODE_HOST_BASE
@@ -133,9 +132,11 @@ def _nodes(scenario: Scenario) -> tuple[NodePlan, ...]:
                     f"(node-k is host .{NODE_HOST_BASE}+k); the lab has {len(lab.nodes)}"
                 )
             ip = str(address)
-        if ip in owner_of_ip:
-            raise loc.error(f"{node.name}'s address {ip} is already {owner_of_ip[ip]}'s")
-        owner_of_ip[ip] = node.name
+            if ip in given:
+                raise given[ip].ip_loc.error(
+                    f"Node {given[ip].name}'s InternalIP {ip} is {node.name}'s planned address "
+                    f"(node-k is host .{NODE_HOST_BASE}+k of the nodeCIDR); choose another"
+                )
         if obj is not None and obj.pod_cidr is not None:
             pod_cidr = obj.pod_cidr
         else:
@@ -170,16 +171,22 @@ def _node_subnet(cluster: ipaddress.IPv4Network, k: int, loc: Loc, count: int) -
 
 def _check_disjoint(nodes: list[NodePlan], scenario: Scenario) -> None:
     """No two nodes may own overlapping pod CIDRs (Node objects can make them)."""
+    nets = {node.name: ipaddress.IPv4Network(node.pod_cidr) for node in nodes}
     spans = sorted(
-        (int(net.network_address), int(net.broadcast_address), node)
-        for node in nodes
-        for net in [ipaddress.IPv4Network(node.pod_cidr)]
+        (
+            (int(nets[n.name].network_address), int(nets[n.name].broadcast_address), n)
+            for n in nodes
+        ),
+        key=lambda span: span[:2],
     )
-    locs = {o.name: o.loc for o in scenario.node_objects}
+    locs = {o.name: o.pod_cidr_loc for o in scenario.node_objects if o.pod_cidr is not None}
     for (_, end_a, a), (start_b, _, b) in zip(spans, spans[1:], strict=False):
         if start_b <= end_a:
-            loc = locs.get(b.name) or locs.get(a.name) or scenario.lab.loc("podCIDR")
-            raise loc.error(f"{b.name}'s pod CIDR {b.pod_cidr} overlaps {a.name}'s {a.pod_cidr}")
+            mine, other = (b, a) if b.name in locs else (a, b)  # blame a Node object
+            loc = locs.get(mine.name, scenario.lab.loc("podCIDR"))
+            raise loc.error(
+                f"{mine.name}'s pod CIDR {mine.pod_cidr} overlaps {other.name}'s {other.pod_cidr}"
+            )
 
 
 def _clients(scenario: Scenario) -> tuple[ClientPlan, ...]:
@@ -213,63 +220,78 @@ class _Request:
     terminating: bool
     loc: Loc
 
-    @property
-    def labels(self) -> dict[str, str]:
-        return dict(self.template.labels)
-
 
 @dataclass
 class _NodeState:
     plan: NodePlan
     labels: dict[str, str]
     net: ipaddress.IPv4Network
-    placed: list[_Request] = field(default_factory=list)
+    pool: _Pool
+    total: int = 0
     owners: Counter[str] = field(default_factory=Counter)
-    pool: _Pool | None = None
+    # pods here by label set id (namespace and labels): affinity terms only see those
+    label_sets: Counter[int] = field(default_factory=Counter)
 
 
 class _Placement:
-    """The lab's scheduler: pins, nodeSelector, podAntiAffinity, then an even spread."""
+    """The lab's scheduler: pins, nodeSelector, podAntiAffinity, then an even spread.
+
+    Anti-affinity is counted per distinct term (pods of one template share theirs) and
+    per distinct label set, each interned to a number, so that a thousand pods with
+    affinity plan in a fraction of a second.
+    """
 
     def __init__(self, scenario: Scenario, nodes: tuple[NodePlan, ...]) -> None:
         self.scenario = scenario
+        self.requests = list(self._requests())
+        taken = [r.ip for r in self.requests if r.ip is not None]
         self.nodes = [
-            _NodeState(n, dict(n.labels), ipaddress.IPv4Network(n.pod_cidr)) for n in nodes
+            _NodeState(
+                n,
+                dict(n.labels),
+                ipaddress.IPv4Network(n.pod_cidr),
+                _Pool(n.pod_cidr, 2, [n.gateway, *taken]),
+            )
+            for n in nodes
         ]
         self.by_name = {s.plan.name: s for s in self.nodes}
-        spans = sorted(
-            (int(s.net.network_address), int(s.net.broadcast_address), s) for s in self.nodes
+        self.spans = sorted(
+            (int(s.net.network_address), int(s.net.broadcast_address), i)
+            for i, s in enumerate(self.nodes)
         )
-        self.span_starts = [start for start, _, _ in spans]
-        self.spans = spans
+        self.span_starts = [start for start, _, _ in self.spans]
         self.domains: dict[str, dict[str, list[_NodeState]]] = {}
-        self.with_required: list[tuple[_Request, _NodeState]] = []
-        self.with_preferred: list[tuple[_Request, _NodeState]] = []
+        # placed pods' own terms: id(term) -> (term, node name -> pods there that carry it)
+        self.required: dict[int, tuple[AffinityTerm, Counter[str]]] = {}
+        self.preferred: dict[int, tuple[AffinityTerm, Counter[str]]] = {}
+        self.label_ids: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+        self.label_sets: list[tuple[str, dict[str, str]]] = []
+        self.memo: dict[tuple[int, int], bool] = {}  # (id(term), label set) -> selects
 
     def run(self) -> tuple[PodPlan, ...]:
-        requests = list(self._requests())
-        explicit = [r for r in requests if r.ip is not None]
-        for state in self.nodes:
-            taken = [state.plan.gateway, *(r.ip for r in explicit)]
-            state.pool = _Pool(state.plan.pod_cidr, 2, [ip for ip in taken if ip is not None])
         out = []
-        for request in requests:
-            state = self._node_for(request)
-            ip = request.ip or state.pool.take(request.loc, f"pod {request.name}")  # type: ignore[union-attr]
-            state.placed.append(request)
+        for request in self.requests:
+            labels = self._label_id(request.namespace, request.template.labels)
+            state = self._node_for(request, labels)
+            ip = request.ip or state.pool.take(request.loc, f"pod {request.name}")
+            template = request.template
+            state.total += 1
             state.owners[request.owner] += 1
-            if request.template.anti_required:
-                self.with_required.append((request, state))
-            if request.template.anti_preferred:
-                self.with_preferred.append((request, state))
+            state.label_sets[labels] += 1
+            for terms, own in (
+                (self.required, template.anti_required),
+                (self.preferred, template.anti_preferred),
+            ):
+                for term in own:
+                    terms.setdefault(id(term), (term, Counter()))[1][state.plan.name] += 1
             out.append(
                 PodPlan(
                     name=request.name,
                     namespace=request.namespace,
                     node=state.plan.name,
                     ip=ip,
-                    labels=request.template.labels,
-                    ports=request.template.ports,
+                    labels=template.labels,
+                    ports=template.ports,
                     ready=request.ready,
                     serving=request.serving,
                     terminating=request.terminating,
@@ -304,43 +326,60 @@ class _Placement:
         entries.sort(key=lambda e: (e[0], e[1]))
         return (request for _, _, request in entries)
 
-    def _node_for(self, request: _Request) -> _NodeState:
+    def _label_id(self, namespace: str, labels: tuple[tuple[str, str], ...]) -> int:
+        key = (namespace, labels)
+        if key not in self.label_ids:
+            self.label_ids[key] = len(self.label_sets)
+            self.label_sets.append((namespace, dict(labels)))
+        return self.label_ids[key]
+
+    def _node_for(self, request: _Request, labels: int) -> _NodeState:
         template = request.template
-        if template.node_name is not None:
-            state = self.by_name[template.node_name]
+        if template.node_name is not None or request.ip is not None:
+            # pinned by nodeName or by an address: the scheduler is not asked
+            if template.node_name is not None:
+                state = self.by_name[template.node_name]
+            else:
+                state = self._owner_of(request)
             if not self._selector_fits(template, state):
                 raise template.node_selector_loc.error(
-                    f"pod {request.name} is pinned to {state.plan.name}, "
+                    f"pod {request.name} is bound to {state.plan.name}, "
                     "whose labels do not match its nodeSelector"
                 )
             self._check_ip(request, state)
             return state
-        if request.ip is not None:
-            state = self._owner_of(request)
-            if not self._selector_fits(template, state):
-                raise template.node_selector_loc.error(
-                    f"pod {request.name}'s address {request.ip} is on {state.plan.name}, "
-                    "whose labels do not match its nodeSelector"
-                )
-            self._check_ip(request, state)
-            return state
-        fitting = [s for s in self.nodes if self._selector_fits(template, s)]
+        fitting = self.nodes
+        if template.node_selector:
+            fitting = [s for s in self.nodes if self._selector_fits(template, s)]
         if not fitting:
             raise template.node_selector_loc.error(
                 f"pod {request.name} would stay Pending: no node has the labels of its nodeSelector"
             )
-        allowed = [s for s in fitting if not self._blocked(request, s)]
+        blocked = self._kept_away(labels, self.required)
+        allowed = fitting
+        if blocked or template.anti_required:
+            allowed = [
+                s
+                for s in fitting
+                if s.plan.name not in blocked
+                and not any(self._matches(t, s) for t in template.anti_required)
+            ]
         if not allowed:
-            raise template.anti_loc.error(
-                f"pod {request.name} would stay Pending: every node that fits already runs a pod "
-                "its required podAntiAffinity excludes"
+            loc = template.anti_loc if template.anti_required else template.loc
+            raise loc.error(
+                f"pod {request.name} would stay Pending: on every node that fits, required "
+                "podAntiAffinity keeps it apart from a pod already there"
             )
+        soft = self._kept_away(labels, self.preferred)
+        if not soft and not template.anti_preferred:
+            return min(allowed, key=lambda s: (s.owners[request.owner], s.total, s.plan.index))
         return min(
             allowed,
             key=lambda s: (
-                self._penalty(request, s),
+                soft[s.plan.name]
+                + sum(t.weight * self._matches(t, s) for t in template.anti_preferred),
                 s.owners[request.owner],
-                len(s.placed),
+                s.total,
                 s.plan.index,
             ),
         )
@@ -354,7 +393,7 @@ class _Placement:
         value = int(ipaddress.IPv4Address(request.ip))
         i = bisect.bisect_right(self.span_starts, value) - 1
         if i >= 0 and self.spans[i][0] <= value <= self.spans[i][1]:
-            return self.spans[i][2]
+            return self.nodes[self.spans[i][2]]
         raise request.loc.error(
             f"pod {request.name}'s address {request.ip} is inside no node's pod CIDR"
         )
@@ -392,38 +431,35 @@ class _Placement:
             self.domains[key] = groups
         return self.domains[key][value]
 
+    def _selects(self, term: AffinityTerm, labels: int) -> bool:
+        key = (id(term), labels)
+        found = self.memo.get(key)
+        if found is None:
+            namespace, label_map = self.label_sets[labels]
+            found = self.memo[key] = term.selects(label_map, namespace)
+        return found
+
     def _matches(self, term: AffinityTerm, state: _NodeState) -> int:
+        """How many placed pods in `state`'s domain the term selects."""
         return sum(
-            1
+            count
             for s in self._domain(term.topology_key, state)
-            for other in s.placed
-            if term.selects(other.labels, other.namespace)
+            for labels, count in s.label_sets.items()
+            if self._selects(term, labels)
         )
 
-    def _blocked(self, request: _Request, state: _NodeState) -> bool:
-        """Required anti-affinity, both ways, as the scheduler enforces it."""
-        if any(self._matches(t, state) for t in request.template.anti_required):
-            return True
-        labels = request.labels
-        for other, where in self.with_required:
-            for term in other.template.anti_required:
-                if where in self._domain(term.topology_key, state) and term.selects(
-                    labels, request.namespace
-                ):
-                    return True
-        return False
-
-    def _penalty(self, request: _Request, state: _NodeState) -> int:
-        """Preferred anti-affinity, both ways: weight per matching pod in the domain."""
-        total = sum(t.weight * self._matches(t, state) for t in request.template.anti_preferred)
-        labels = request.labels
-        for other, where in self.with_preferred:
-            for term in other.template.anti_preferred:
-                if where in self._domain(term.topology_key, state) and term.selects(
-                    labels, request.namespace
-                ):
-                    total += term.weight
-        return total
+    def _kept_away(
+        self, labels: int, terms: dict[int, tuple[AffinityTerm, Counter[str]]]
+    ) -> Counter[str]:
+        """Placed pods' terms that select this pod: weight (or 1) per pod, by node in reach."""
+        out: Counter[str] = Counter()
+        for term, where in terms.values():
+            if not self._selects(term, labels):
+                continue
+            for name, count in where.items():
+                for s in self._domain(term.topology_key, self.by_name[name]):
+                    out[s.plan.name] += max(term.weight, 1) * count
+        return out
 
 
 # -- services ---------------------------------------------------------------------------
@@ -651,13 +687,14 @@ def describe(plan: Plan) -> str:
         )
     lines += ["", f"Pods ({len(plan.pods)})"]
     width = max((len(p.name) for p in plan.pods), default=4)
+    node_width = max((len(n.name) for n in plan.nodes), default=4)
     for pod in plan.pods:
         ports = ", ".join(
             f"{p.port}/{p.protocol}" + (f" ({p.name})" if p.name else "") for p in pod.ports
         )
         state = _pod_state(pod.ready, pod.serving, pod.terminating)
         lines.append(
-            f"  {pod.name:<{width}}  {pod.node:<8} {pod.ip:<15} {ports or 'no ports'}"
+            f"  {pod.name:<{width}}  {pod.node:<{node_width}}  {pod.ip:<15} {ports or 'no ports'}"
             + (f"  [{state}]" if state else "")
             + ("" if pod.namespace == "default" else f"  namespace {pod.namespace}")
         )

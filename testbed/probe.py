@@ -21,7 +21,7 @@ from testbed.capture import ACK, RST, SYN, Capture, Frame, Point
 from testbed.model import Plan, ProbePlan
 from testbed.records import DELIVERED, DROPPED, REJECTED, Attempt, Hop, Observation
 from testbed.targets import Aim, aim, source_address
-from testbed.topology import Wiring, pod_ifname
+from testbed.topology import Wiring
 
 REJECT_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNRESET}
 DEFAULT_TIMEOUT = 1.0
@@ -278,10 +278,7 @@ def _explain(
         outcome = REJECTED
     else:
         outcome = DROPPED
-    if reply is None:
-        return_path = "none"
-    else:
-        return_path = "correct" if reply_from == target.text else "broken"
+    return_path = "none" if reply is None else "correct" if reply_from == target.text else "broken"
     entry = next(
         (
             nodes_by_point[f.point]

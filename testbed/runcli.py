@@ -92,8 +92,11 @@ def add_commands(sub, modes: list[str]) -> None:
     p.add_argument("lab", nargs="?", help="lab id or name (default: the only lab up)")
     p.add_argument("--from", dest="source", required=True, help="client, pod or node name")
     p.add_argument("--to", help="service (name or namespace/name)")
-    p.add_argument("--via", default="clusterIP",
-                   choices=["clusterIP", "nodePort", "loadBalancer", "externalIP"])
+    p.add_argument(
+        "--via",
+        default="clusterIP",
+        choices=["clusterIP", "nodePort", "loadBalancer", "externalIP"],
+    )
     p.add_argument("--node", help="for --via nodePort: whose address")
     p.add_argument("--port", help="service port number or name (default: the first)")
     p.add_argument("--address", help="a raw target address instead of a service")

@@ -83,10 +83,17 @@ def run_file(
     try:
         plan = load(path, proxy_mode)
     except ScenarioError as exc:
-        return ScenarioResult(os.path.basename(path), path, proxy_mode or "iptables", 0.0, (),
-                              error=str(exc))
+        return ScenarioResult(
+            os.path.basename(path), path, proxy_mode or "iptables", 0.0, (), error=str(exc)
+        )
     try:
         return run_plan(plan, pcap_dir, progress)[0]
     except Exception as exc:  # one broken scenario must not stop the library run
-        return ScenarioResult(plan.name, path, plan.proxy.mode,
-                              round(time.monotonic() - started, 3), (), error=f"{exc}")
+        return ScenarioResult(
+            plan.name,
+            path,
+            plan.proxy.mode,
+            round(time.monotonic() - started, 3),
+            (),
+            error=f"{exc}",
+        )

@@ -1,6 +1,6 @@
 """Scenario YAML -> validated `Scenario`: the Lab object plus the Kubernetes objects.
 
-The contract is /SCENARIO-FORMAT.md (v1alpha1). Validation mirrors the
+The contract is the scenario format, v1alpha1. Validation mirrors the
 Kubernetes API server where it applies, so a scenario that loads here is one a
 real cluster would also accept; where the lab models less than Kubernetes, the
 error says so instead of silently ignoring the field. Every error is a
@@ -248,6 +248,7 @@ class Service:
     allocate_lb_node_ports: bool = True
     publish_not_ready: bool = False
     loc: Loc = field(default=NOWHERE, compare=False)
+    selector_loc: Loc = field(default=NOWHERE, compare=False)
 
     @property
     def key(self) -> str:
@@ -307,6 +308,8 @@ class NodeObject:
     pod_cidr: str | None = None
     ip: str | None = None
     loc: Loc = field(default=NOWHERE, compare=False)
+    pod_cidr_loc: Loc = field(default=NOWHERE, compare=False)
+    ip_loc: Loc = field(default=NOWHERE, compare=False)
 
 
 @dataclass(frozen=True)
@@ -332,43 +335,33 @@ class Scenario:
 def load(path: str | Path) -> Scenario:
     """Read and validate a scenario file."""
     name = str(path)
-    try:
-        data = yamlsrc.read(name)
-    except ScenarioError:
-        raise
-    except SourceError as exc:
-        raise _as_scenario_error(exc) from None
-    return loads(data, name)
+    return _checked(name, lambda: yamlsrc.parse(yamlsrc.read(name), name))
 
 
 def loads(text: str | bytes, filename: str = "<string>") -> Scenario:
     """Validate scenario text; `filename` is only used in messages."""
-    try:
-        docs = yamlsrc.parse(text, filename)
-        return _Reader(filename).scenario(
-            [(i + 1, doc) for i, doc in enumerate(docs) if doc is not None]
-        )
-    except ScenarioError:
-        raise
-    except SourceError as exc:
-        raise _as_scenario_error(exc) from None
+    return _checked(filename, lambda: yamlsrc.parse(text, filename))
 
 
 def load_dict(obj_list: Iterable[Any], filename: str = "<inline>") -> Scenario:
     """Validate documents given as Python data; an error's line is the document number."""
+    return _checked(
+        filename,
+        lambda: [yamlsrc.from_plain(doc, filename, i + 1) for i, doc in enumerate(obj_list)],
+    )
+
+
+def _checked(filename: str, documents: Callable[[], list[Any]]) -> Scenario:
+    """Every failure, of the YAML or of the scenario, comes out as one ScenarioError."""
     try:
-        docs = [yamlsrc.from_plain(doc, filename, i + 1) for i, doc in enumerate(obj_list)]
+        docs = documents()
         return _Reader(filename).scenario(
             [(i + 1, doc) for i, doc in enumerate(docs) if doc is not None]
         )
     except ScenarioError:
         raise
     except SourceError as exc:
-        raise _as_scenario_error(exc) from None
-
-
-def _as_scenario_error(exc: SourceError) -> ScenarioError:
-    return ScenarioError(exc.file, exc.line, exc.reason, exc.path)
+        raise ScenarioError(exc.file, exc.line, exc.reason, exc.path) from None
 
 
 # -- reading values with their place ------------------------------------------------
@@ -598,61 +591,28 @@ def _special_ip(ip: str) -> str | None:
     return None
 
 
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
 def _pairs(mapping: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(mapping.items()))
 
 
 # -- fields of Kubernetes objects ------------------------------------------------------
 
-_META_IGNORED = (
-    "uid",
-    "resourceVersion",
-    "creationTimestamp",
-    "generation",
-    "managedFields",
-    "ownerReferences",
-    "finalizers",
-    "generateName",
-    "deletionGracePeriodSeconds",
-    "selfLink",
-    "annotations",
-    "clusterName",
+_META_IGNORED = _words(
+    "uid resourceVersion creationTimestamp generation managedFields ownerReferences finalizers "
+    "generateName deletionGracePeriodSeconds selfLink annotations clusterName"
 )
 
-_POD_SPEC_IGNORED = (
-    "initContainers",
-    "ephemeralContainers",
-    "dnsPolicy",
-    "dnsConfig",
-    "restartPolicy",
-    "schedulerName",
-    "securityContext",
-    "terminationGracePeriodSeconds",
-    "activeDeadlineSeconds",
-    "serviceAccount",
-    "serviceAccountName",
-    "automountServiceAccountToken",
-    "volumes",
-    "tolerations",
-    "imagePullSecrets",
-    "enableServiceLinks",
-    "priority",
-    "priorityClassName",
-    "preemptionPolicy",
-    "hostname",
-    "subdomain",
-    "readinessGates",
-    "runtimeClassName",
-    "shareProcessNamespace",
-    "overhead",
-    "setHostnameAsFQDN",
-    "os",
-    "hostAliases",
-    "hostPID",
-    "hostIPC",
-    "hostUsers",
-    "resourceClaims",
-    "resources",
+_POD_SPEC_IGNORED = _words(
+    "initContainers ephemeralContainers dnsPolicy dnsConfig restartPolicy schedulerName "
+    "securityContext terminationGracePeriodSeconds activeDeadlineSeconds serviceAccount "
+    "serviceAccountName automountServiceAccountToken volumes tolerations imagePullSecrets "
+    "enableServiceLinks priority priorityClassName preemptionPolicy hostname subdomain "
+    "readinessGates runtimeClassName shareProcessNamespace overhead setHostnameAsFQDN os "
+    "hostAliases hostPID hostIPC hostUsers resourceClaims resources"
 )
 _POD_SPEC_UNSUPPORTED = {
     "hostNetwork": "hostNetwork pods are not modelled: every pod gets its own namespace",
@@ -662,29 +622,10 @@ _POD_SPEC_UNSUPPORTED = {
     ),
     "schedulingGates": "not modelled: a gated pod would never be scheduled",
 }
-_CONTAINER_IGNORED = (
-    "image",
-    "imagePullPolicy",
-    "command",
-    "args",
-    "workingDir",
-    "env",
-    "envFrom",
-    "resources",
-    "resizePolicy",
-    "restartPolicy",
-    "volumeMounts",
-    "volumeDevices",
-    "livenessProbe",
-    "readinessProbe",
-    "startupProbe",
-    "lifecycle",
-    "terminationMessagePath",
-    "terminationMessagePolicy",
-    "securityContext",
-    "stdin",
-    "stdinOnce",
-    "tty",
+_CONTAINER_IGNORED = _words(
+    "image imagePullPolicy command args workingDir env envFrom resources resizePolicy "
+    "restartPolicy volumeMounts volumeDevices livenessProbe readinessProbe startupProbe lifecycle "
+    "terminationMessagePath terminationMessagePolicy securityContext stdin stdinOnce tty"
 )
 _SERVICE_SPEC_UNSUPPORTED = {
     "externalName": "ExternalName services are not modelled (kube-proxy writes no rules for them)",
@@ -755,8 +696,10 @@ class _Reader:
                 f"no Lab object: a scenario needs one (apiVersion: {LAB_API}, kind: Lab)",
             )
         if len(labs) > 1:
-            raise labs[1].loc.error(
-                f"a second Lab object (the first is at line {labs[0].loc.line})"
+            raise (
+                labs[1]
+                .key_loc("kind")
+                .error(f"a second Lab object (the first is at line {labs[0].loc.line})")
             )
         for kind in _ORDER:
             for order, (k, obj) in enumerate(objects):
@@ -1026,8 +969,9 @@ class _Reader:
             meta.need("name").fail(
                 f"Node {show(name)} is not one of the lab's nodes ({_few(names)})"
             )
-        self.seen.claim("Node", name, obj.loc, _taken("Node object", name))
+        self.seen.claim("Node", name, meta.key_loc("name"), _taken("Node object", name))
         pod_cidr = ip = None
+        cidr_loc = ip_loc = obj.loc
         if (spec := obj.get("spec")) is not None:
             spec.mapping(
                 ("podCIDR", "podCIDRs"),
@@ -1051,23 +995,13 @@ class _Reader:
                     cidr_v.fail(f"{net} is not inside the lab's podCIDR {cluster}")
                 if net.prefixlen > 30:
                     cidr_v.fail(f"{net} is too small for a node's pods; use a /30 or larger")
-                pod_cidr = str(net)
+                pod_cidr, cidr_loc = str(net), cidr_v.loc
         if (status := obj.get("status")) is not None:
             status.mapping(
                 ("addresses",),
-                (
-                    "capacity",
-                    "allocatable",
-                    "conditions",
-                    "daemonEndpoints",
-                    "nodeInfo",
-                    "images",
-                    "phase",
-                    "volumesInUse",
-                    "volumesAttached",
-                    "config",
-                    "runtimeHandlers",
-                    "features",
+                _words(
+                    "capacity allocatable conditions daemonEndpoints nodeInfo images phase "
+                    "volumesInUse volumesAttached config runtimeHandlers features"
                 ),
             )
             for item in status.get("addresses").items() if status.get("addresses") else ():
@@ -1075,8 +1009,11 @@ class _Reader:
                 if item.need("type").string() != "InternalIP" or ip is not None:
                     continue
                 addr_v = item.need("address")
-                ip = self._fabric_ip(addr_v)
-        self.node_objects[name] = NodeObject(name, _pairs(labels), pod_cidr, ip, obj.loc)
+                ip, ip_loc = self._fabric_ip(addr_v), addr_v.loc
+                self.seen.claim("node-ip", ip, addr_v.loc, _taken("node address", ip))
+        self.node_objects[name] = NodeObject(
+            name, _pairs(labels), pod_cidr, ip, obj.loc, cidr_loc, ip_loc
+        )
 
     def _fabric_ip(self, v: _V) -> str:
         ip = v.ipv4()
@@ -1094,30 +1031,16 @@ class _Reader:
 
     def _read_service(self, obj: _V, order: int) -> None:
         obj.mapping(("apiVersion", "kind", "metadata", "spec", "status"))
-        name, namespace, _, _ = self._metadata(obj, name_check=_service_name)
+        name, namespace, _, meta = self._metadata(obj, name_check=_service_name)
         key = f"{namespace}/{name}"
-        self.seen.claim("Service", key, obj.loc, _taken("Service", key))
+        self.seen.claim("Service", key, meta.key_loc("name"), _taken("Service", key))
         spec = obj.need("spec")
         spec.mapping(
-            (
-                "type",
-                "selector",
-                "ports",
-                "clusterIP",
-                "clusterIPs",
-                "externalIPs",
-                "externalTrafficPolicy",
-                "internalTrafficPolicy",
-                "healthCheckNodePort",
-                "sessionAffinity",
-                "sessionAffinityConfig",
-                "loadBalancerSourceRanges",
-                "loadBalancerIP",
-                "allocateLoadBalancerNodePorts",
-                "loadBalancerClass",
-                "ipFamilies",
-                "ipFamilyPolicy",
-                "publishNotReadyAddresses",
+            _words(
+                "type selector ports clusterIP clusterIPs externalIPs externalTrafficPolicy "
+                "internalTrafficPolicy healthCheckNodePort sessionAffinity sessionAffinityConfig "
+                "loadBalancerSourceRanges loadBalancerIP allocateLoadBalancerNodePorts "
+                "loadBalancerClass ipFamilies ipFamilyPolicy publishNotReadyAddresses"
             ),
             unsupported=_SERVICE_SPEC_UNSUPPORTED,
         )
@@ -1131,7 +1054,9 @@ class _Reader:
         svc = self._service_policies(spec, svc)
         svc = self._service_lb(spec, obj.get("status"), svc)
         if (sel_v := spec.get("selector")) is not None:
-            svc = replace(svc, selector=_pairs(sel_v.string_map("selector")))
+            svc = replace(
+                svc, selector=_pairs(sel_v.string_map("selector")), selector_loc=sel_v.loc
+            )
         if (v := spec.get("publishNotReadyAddresses")) is not None:
             svc = replace(svc, publish_not_ready=v.boolean())
         self.services[key] = svc
@@ -1359,17 +1284,11 @@ class _Reader:
         obj.mapping(("apiVersion", "kind", "metadata", "spec", "status"))
         name, namespace, _, meta = self._metadata(obj)
         key = f"{namespace}/{name}"
-        self.seen.claim("Deployment", key, obj.loc, _taken("Deployment", key))
+        self.seen.claim("Deployment", key, meta.key_loc("name"), _taken("Deployment", key))
         spec = obj.need("spec")
         spec.mapping(
             ("replicas", "selector", "template"),
-            (
-                "strategy",
-                "revisionHistoryLimit",
-                "progressDeadlineSeconds",
-                "minReadySeconds",
-                "paused",
-            ),
+            _words("strategy revisionHistoryLimit progressDeadlineSeconds minReadySeconds paused"),
         )
         replicas_v = spec.get("replicas")
         replicas = (
@@ -1414,20 +1333,10 @@ class _Reader:
         if (status := obj.get("status")) is not None:
             status.mapping(
                 ("podIP", "podIPs", "phase", "conditions"),
-                (
-                    "hostIP",
-                    "hostIPs",
-                    "startTime",
-                    "containerStatuses",
-                    "initContainerStatuses",
-                    "ephemeralContainerStatuses",
-                    "qosClass",
-                    "message",
-                    "reason",
-                    "nominatedNodeName",
-                    "resize",
-                    "resourceClaimStatuses",
-                    "observedGeneration",
+                _words(
+                    "hostIP hostIPs startTime containerStatuses initContainerStatuses "
+                    "ephemeralContainerStatuses qosClass message reason nominatedNodeName resize "
+                    "resourceClaimStatuses observedGeneration"
                 ),
             )
             ip_v = status.get("podIP")
@@ -1451,13 +1360,7 @@ class _Reader:
             for cond in status.get("conditions").items() if status.get("conditions") else ():
                 cond.mapping(
                     ("type", "status"),
-                    (
-                        "lastProbeTime",
-                        "lastTransitionTime",
-                        "message",
-                        "reason",
-                        "observedGeneration",
-                    ),
+                    _words("lastProbeTime lastTransitionTime message reason observedGeneration"),
                 )
                 if cond.need("type").string() == "Ready":
                     ready = cond.need("status").enum("True", "False", "Unknown") == "True"
@@ -1524,9 +1427,9 @@ class _Reader:
             )
             if (anti_v := affinity_v.get("podAntiAffinity")) is not None:
                 anti_v.mapping(
-                    (
-                        "requiredDuringSchedulingIgnoredDuringExecution",
-                        "preferredDuringSchedulingIgnoredDuringExecution",
+                    _words(
+                        "requiredDuringSchedulingIgnoredDuringExecution "
+                        "preferredDuringSchedulingIgnoredDuringExecution"
                     )
                 )
                 required = anti_v.get("requiredDuringSchedulingIgnoredDuringExecution")
@@ -1551,7 +1454,7 @@ class _Reader:
         obj.mapping(("apiVersion", "kind", "metadata", "addressType", "endpoints", "ports"))
         name, namespace, labels, meta = self._metadata(obj)
         key = f"{namespace}/{name}"
-        self.seen.claim("EndpointSlice", key, obj.loc, _taken("EndpointSlice", key))
+        self.seen.claim("EndpointSlice", key, meta.key_loc("name"), _taken("EndpointSlice", key))
         service = labels.get(SERVICE_NAME_LABEL)
         if service is None:
             meta.fail(f"an EndpointSlice needs the label {SERVICE_NAME_LABEL}: <service name>")
@@ -1845,9 +1748,10 @@ class _Reader:
                 ns == svc.namespace and all(labels.get(k) == v for k, v in wanted.items())
                 for ns, labels in templates
             ):
-                loc = Loc(svc.loc.file, svc.loc.line, "spec.selector")
                 self.warnings.append(
-                    loc.warning(f"Service {svc.key} selects no pod, so it has no endpoints")
+                    svc.selector_loc.warning(
+                        f"Service {svc.key} selects no pod, so it has no endpoints"
+                    )
                 )
 
 

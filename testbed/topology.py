@@ -179,3 +179,17 @@ def wire(plan: Plan, lab_id: str) -> Wiring:
         routes=tuple(routes),
         sysctls=tuple(sysctls),
     )
+
+
+def only_pods(wiring: Wiring, plan: Plan, pods: set[str]) -> Wiring:
+    """The part of a wiring that adds these pods to a running lab."""
+    ifnames = {(p.node, pod_ifname(p.name)) for p in plan.pods if p.name in pods}
+    return Wiring(
+        lab_id=wiring.lab_id,
+        namespaces=tuple(n for n in wiring.namespaces if n in pods),
+        bridges=(),
+        veths=tuple(v for v in wiring.veths if v.peer_ns in pods),
+        addrs=tuple(a for a in wiring.addrs if a.ns in pods or (a.ns, a.dev) in ifnames),
+        routes=tuple(r for r in wiring.routes if r.ns in pods or (r.ns, r.dev) in ifnames),
+        sysctls=tuple(s for s in wiring.sysctls if s.ns in pods),
+    )

@@ -314,7 +314,8 @@ def parse(source: str | bytes, file: str) -> list[Any]:
         raise
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
+        last = source.count("\n") + (0 if source.endswith("\n") else 1)
+        line = min(mark.line + 1, max(last, 1)) if mark is not None else 1  # not past the end
         reason = " ".join(p for p in (exc.context, exc.problem) if p) or "broken YAML"
         raise SourceError(file, line, f"invalid YAML: {reason}") from None
     except yaml.reader.ReaderError as exc:
@@ -322,8 +323,8 @@ def parse(source: str | bytes, file: str) -> list[Any]:
         raise SourceError(file, line, f"invalid YAML: {exc.reason}") from None
     except yaml.YAMLError as exc:
         raise SourceError(file, 1, f"invalid YAML: {exc}") from None
-    except (RecursionError, MemoryError) as exc:
-        raise SourceError(file, 1, f"cannot load: {type(exc).__name__}") from None
+    except Exception as exc:  # the contract is one error type, whatever the parser does
+        raise SourceError(file, 1, f"cannot load YAML: {type(exc).__name__}: {exc}") from None
     return builder.docs
 
 

@@ -9,7 +9,9 @@ and comments, same order of rules inside each chain, so the lab's
   full restore of `filter` and `nat`: it declares the built-in chains and
   carries the jump rules that kube-proxy installs one by one (`EnsureRule`,
   prepended in `iptablesJumpChains` order, then the kubelet KUBE-FIREWALL
-  jumps).
+  jumps). KUBE-FIREWALL is declared even when it stays empty, as EnsureChain
+  leaves it on a real node.
+- MASQUERADE always carries --random-fully (the iptables here supports it).
 - No nfacct counters (kube-proxy also leaves them out when the kernel has no
   nfacct), no canary chains, no stale-chain deletion (a full restore has none).
 - Services are written sorted by service port name, not in map order.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from testbed.kubeproxy import names
@@ -92,14 +95,14 @@ def _jump_rules(table: str) -> list[str]:
     return [rule for chain in _BUILTIN[table] for rule in by_chain[chain]]
 
 
+@dataclass
 class _Out:
     """The four line buffers of syncProxyRules (chain lines kept apart from rules)."""
 
-    def __init__(self) -> None:
-        self.filter_chains: list[str] = []
-        self.filter_rules: list[str] = []
-        self.nat_chains: list[str] = []
-        self.nat_rules: list[str] = []
+    filter_chains: list[str] = field(default_factory=list)
+    filter_rules: list[str] = field(default_factory=list)
+    nat_chains: list[str] = field(default_factory=list)
+    nat_rules: list[str] = field(default_factory=list)
 
 
 def _write_endpoint_jumps(
@@ -159,10 +162,8 @@ def _write_port(
     cip = f"-d {svc.cluster_ip} --dport {port.port}"
 
     internal_verdict, external_verdict = d.internal_verdict, d.external_verdict
-    if not d.has_endpoints:
-        internal_comment = external_comment = f'"{name} has no endpoints"'
-    else:
-        internal_comment = external_comment = f'"{name} has no local endpoints"'
+    why = "has no endpoints" if not d.has_endpoints else "has no local endpoints"
+    verdict_comment = f'"{name} {why}"'
 
     filter_rules, nat_chains, nat_rules = out.filter_rules, out.nat_chains, out.nat_rules
 
@@ -174,7 +175,7 @@ def _write_port(
         )
     else:
         filter_rules.append(
-            f"-A KUBE-SERVICES -m comment --comment {internal_comment} {l4} {cip}"
+            f"-A KUBE-SERVICES -m comment --comment {verdict_comment} {l4} {cip}"
             f" -j {internal_verdict}"
         )
 
@@ -188,7 +189,7 @@ def _write_port(
             )
         if external_verdict:
             filter_rules.append(
-                f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {external_comment} {l4} {dst}"
+                f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {verdict_comment} {l4} {dst}"
                 f" -j {external_verdict}"
             )
 
@@ -208,7 +209,7 @@ def _write_port(
     if external_verdict:
         for ip in d.lb_ips:
             filter_rules.append(
-                f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {external_comment} {l4}"
+                f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {verdict_comment} {l4}"
                 f" -d {ip} --dport {port.port} -j {external_verdict}"
             )
 
@@ -221,7 +222,7 @@ def _write_port(
             )
         if external_verdict:
             filter_rules.append(
-                f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {external_comment}"
+                f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {verdict_comment}"
                 f" -m addrtype --dst-type LOCAL {l4} --dport {d.node_port} -j {external_verdict}"
             )
 

@@ -27,13 +27,25 @@ def test_up_exec_rules_down(no_leaks):
     try:
         ls = run_testbed("ls")
         assert lab in ls.stdout and " up" in ls.stdout
-        ping = run_testbed("exec", "--lab", lab, "client", "--", "ping", "-c1", "-W1", "172.18.0.12")
+        ping = run_testbed(
+            "exec", "--lab", lab, "client", "--", "ping", "-c1", "-W1", "172.18.0.12"
+        )
         assert ping.returncode == 0, ping.stdout + ping.stderr
         rules = run_testbed("rules", lab, "node-1")
         assert rules.returncode == 0, rules.stderr
         assert "KUBE-SERVICES" in rules.stdout
-        curl = run_testbed("exec", "--lab", lab, "client", "--", "curl", "-s", "-m", "2",
-                       "http://172.18.0.12:30080/hostname")
+        curl = run_testbed(
+            "exec",
+            "--lab",
+            lab,
+            "client",
+            "--",
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            "http://172.18.0.12:30080/hostname",
+        )
         assert curl.returncode == 0 and curl.stdout.startswith("web-"), curl.stdout
     finally:
         down = run_testbed("down", lab)
@@ -58,8 +70,12 @@ def test_kill_9_mid_build_then_clean_leaves_nothing(point):
     before = lab_namespaces()
     env = dict(os.environ, TESTBED_STALL_AT=point)
     proc = subprocess.Popen(
-        [*TESTBED, "up", "default", "--foreground"], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [*TESTBED, "up", "default", "--foreground"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         line = proc.stderr.readline()
@@ -77,8 +93,12 @@ def test_sigterm_tears_down_a_foreground_lab():
     before = lab_namespaces()
     env = dict(os.environ, TESTBED_STALL_AT="up")
     proc = subprocess.Popen(
-        [*TESTBED, "up", "default", "--foreground"], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [*TESTBED, "up", "default", "--foreground"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert "stalled at up" in proc.stderr.readline()
     time.sleep(0.1)

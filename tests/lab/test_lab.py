@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.lab.conftest import lab_namespaces, load_plan, state_files
 from testbed.lab import Lab
+from tests.lab.conftest import lab_namespaces, load_plan, state_files
 
 pytestmark = pytest.mark.lab
 

@@ -53,8 +53,9 @@ def test_both_modes_give_the_same_verdicts(path):
         for v, o in zip(result.verdicts, observations, strict=True):
             outcomes = (o.count(DELIVERED), o.count(DROPPED), o.count(REJECTED))
             # with affinity, which pod is a draw: only "one pod" is the fact
-            seen = len(o.pods) if v.oracle.get("affinity") else (sorted(o.pods),
-                                                                  sorted(o.source_ips))
+            seen = (
+                len(o.pods) if v.oracle.get("affinity") else (sorted(o.pods), sorted(o.source_ips))
+            )
             rows.append((v.name, v.passed, outcomes, seen, o.return_path))
         return rows
 

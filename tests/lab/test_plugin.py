@@ -13,16 +13,32 @@ def test_three_line_ci_test(lab):
 def test_inline_scenario_and_ad_hoc_probe(lab):
     built = lab(
         [
-            {"apiVersion": "testbed/v1alpha1", "kind": "Lab", "metadata": {"name": "inline"},
-             "spec": {"nodes": 2, "clients": [{"name": "client"}]}},
-            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
-             "spec": {"type": "NodePort", "externalTrafficPolicy": "Local",
-                      "selector": {"app": "web"},
-                      "ports": [{"port": 80, "targetPort": 8080, "nodePort": 30080}]}},
-            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-0",
-             "labels": {"app": "web"}},
-             "spec": {"nodeName": "node-1",
-                      "containers": [{"name": "web", "ports": [{"containerPort": 8080}]}]}},
+            {
+                "apiVersion": "testbed/v1alpha1",
+                "kind": "Lab",
+                "metadata": {"name": "inline"},
+                "spec": {"nodes": 2, "clients": [{"name": "client"}]},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "web"},
+                "spec": {
+                    "type": "NodePort",
+                    "externalTrafficPolicy": "Local",
+                    "selector": {"app": "web"},
+                    "ports": [{"port": 80, "targetPort": 8080, "nodePort": 30080}],
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "web-0", "labels": {"app": "web"}},
+                "spec": {
+                    "nodeName": "node-1",
+                    "containers": [{"name": "web", "ports": [{"containerPort": 8080}]}],
+                },
+            },
         ],
         proxy_mode="nftables",
     )

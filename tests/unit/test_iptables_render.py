@@ -15,6 +15,9 @@ Expected dumps and flow tables below are taken from proxier_test.go at commit
 where they are used.
 """
 
+# ruff: noqa: E501
+# (kube-proxy rule lines and flow tables stay one per line, as in proxier_test.go)
+
 from __future__ import annotations
 
 import ipaddress
@@ -165,6 +168,7 @@ MASQ_SETUP = (
     ),
 )
 
+# fmt: off
 # TestInternalExternalMasquerade's flowTests (the "base" expectations).
 MASQ_FLOWS = (
     ("pod to ClusterIP", POD, "172.30.0.41", 80, "10.180.0.1:80, 10.180.1.1:80", False),
@@ -177,118 +181,28 @@ MASQ_FLOWS = (
     ("external to ClusterIP", EXTERNAL, "172.30.0.41", 80, "10.180.0.1:80, 10.180.1.1:80", True),
     ("external to NodePort", EXTERNAL, "192.168.0.2", 3001, "10.180.0.1:80, 10.180.1.1:80", True),
     ("external to LB", EXTERNAL, "1.2.3.4", 80, "10.180.0.1:80, 10.180.1.1:80", True),
-    (
-        "pod to ClusterIP with eTP:Local",
-        POD,
-        "172.30.0.42",
-        80,
-        "10.180.0.2:80, 10.180.1.2:80",
-        False,
-    ),  # noqa: E501
-    (
-        "pod to NodePort with eTP:Local",
-        POD,
-        "192.168.0.2",
-        3002,
-        "10.180.0.2:80, 10.180.1.2:80",
-        False,
-    ),  # noqa: E501
+    ("pod to ClusterIP with eTP:Local", POD, "172.30.0.42", 80, "10.180.0.2:80, 10.180.1.2:80", False),
+    ("pod to NodePort with eTP:Local", POD, "192.168.0.2", 3002, "10.180.0.2:80, 10.180.1.2:80", False),
     ("pod to LB with eTP:Local", POD, "5.6.7.8", 80, "10.180.0.2:80, 10.180.1.2:80", False),
-    (
-        "node to ClusterIP with eTP:Local",
-        "192.168.0.2",
-        "172.30.0.42",
-        80,
-        "10.180.0.2:80, 10.180.1.2:80",
-        True,
-    ),  # noqa: E501
-    (
-        "node to NodePort with eTP:Local",
-        "192.168.0.2",
-        "192.168.0.2",
-        3001,
-        "10.180.0.1:80, 10.180.1.1:80",
-        True,
-    ),  # noqa: E501
-    (
-        "localhost to NodePort with eTP:Local",
-        "127.0.0.1",
-        "127.0.0.1",
-        3002,
-        "10.180.0.2:80, 10.180.1.2:80",
-        True,
-    ),  # noqa: E501
-    (
-        "node to LB with eTP:Local",
-        "192.168.0.2",
-        "5.6.7.8",
-        80,
-        "10.180.0.2:80, 10.180.1.2:80",
-        True,
-    ),  # noqa: E501
-    (
-        "external to ClusterIP with eTP:Local",
-        EXTERNAL,
-        "172.30.0.42",
-        80,
-        "10.180.0.2:80, 10.180.1.2:80",
-        True,
-    ),  # noqa: E501
+    ("node to ClusterIP with eTP:Local", "192.168.0.2", "172.30.0.42", 80, "10.180.0.2:80, 10.180.1.2:80", True),
+    ("node to NodePort with eTP:Local", "192.168.0.2", "192.168.0.2", 3001, "10.180.0.1:80, 10.180.1.1:80", True),
+    ("localhost to NodePort with eTP:Local", "127.0.0.1", "127.0.0.1", 3002, "10.180.0.2:80, 10.180.1.2:80", True),
+    ("node to LB with eTP:Local", "192.168.0.2", "5.6.7.8", 80, "10.180.0.2:80, 10.180.1.2:80", True),
+    ("external to ClusterIP with eTP:Local", EXTERNAL, "172.30.0.42", 80, "10.180.0.2:80, 10.180.1.2:80", True),
     ("external to NodePort with eTP:Local", EXTERNAL, "192.168.0.2", 3002, "10.180.0.2:80", False),
     ("external to LB with eTP:Local", EXTERNAL, "5.6.7.8", 80, "10.180.0.2:80", False),
     ("pod to ClusterIP with iTP:Local", POD, "172.30.0.43", 80, "10.180.0.3:80", False),
-    (
-        "pod to NodePort with iTP:Local",
-        POD,
-        "192.168.0.2",
-        3003,
-        "10.180.0.3:80, 10.180.1.3:80",
-        True,
-    ),  # noqa: E501
+    ("pod to NodePort with iTP:Local", POD, "192.168.0.2", 3003, "10.180.0.3:80, 10.180.1.3:80", True),
     ("pod to LB with iTP:Local", POD, "9.10.11.12", 80, "10.180.0.3:80, 10.180.1.3:80", True),
     ("node to ClusterIP with iTP:Local", "192.168.0.2", "172.30.0.43", 80, "10.180.0.3:80", True),
-    (
-        "node to NodePort with iTP:Local",
-        "192.168.0.2",
-        "192.168.0.2",
-        3003,
-        "10.180.0.3:80, 10.180.1.3:80",
-        True,
-    ),  # noqa: E501
-    (
-        "localhost to NodePort with iTP:Local",
-        "127.0.0.1",
-        "127.0.0.1",
-        3003,
-        "10.180.0.3:80, 10.180.1.3:80",
-        True,
-    ),  # noqa: E501
-    (
-        "node to LB with iTP:Local",
-        "192.168.0.2",
-        "9.10.11.12",
-        80,
-        "10.180.0.3:80, 10.180.1.3:80",
-        True,
-    ),  # noqa: E501
+    ("node to NodePort with iTP:Local", "192.168.0.2", "192.168.0.2", 3003, "10.180.0.3:80, 10.180.1.3:80", True),
+    ("localhost to NodePort with iTP:Local", "127.0.0.1", "127.0.0.1", 3003, "10.180.0.3:80, 10.180.1.3:80", True),
+    ("node to LB with iTP:Local", "192.168.0.2", "9.10.11.12", 80, "10.180.0.3:80, 10.180.1.3:80", True),
     ("external to ClusterIP with iTP:Local", EXTERNAL, "172.30.0.43", 80, "10.180.0.3:80", True),
-    (
-        "external to NodePort with iTP:Local",
-        EXTERNAL,
-        "192.168.0.2",
-        3003,
-        "10.180.0.3:80, 10.180.1.3:80",
-        True,
-    ),  # noqa: E501
-    (
-        "external to LB with iTP:Local",
-        EXTERNAL,
-        "9.10.11.12",
-        80,
-        "10.180.0.3:80, 10.180.1.3:80",
-        True,
-    ),  # noqa: E501
+    ("external to NodePort with iTP:Local", EXTERNAL, "192.168.0.2", 3003, "10.180.0.3:80, 10.180.1.3:80", True),
+    ("external to LB with iTP:Local", EXTERNAL, "9.10.11.12", 80, "10.180.0.3:80, 10.180.1.3:80", True),
 )
+# fmt: on
 
 
 def overridden(flows: tuple[tuple, ...], overrides: dict[str, dict]) -> tuple[tuple, ...]:
@@ -348,6 +262,7 @@ NO_SNAT_OVERRIDES = {
 # so it is an eTP Cluster flow too.
 NO_SNAT_OVERRIDES["node to NodePort with eTP:Local"] = {"masq": False}
 
+# fmt: off
 CASES: dict[str, Case] = {
     # TestOverallIPTablesRules, ns1/svc1 (its only endpoint kept, two more added).
     "clusterip-3-endpoints": Case(
@@ -362,30 +277,9 @@ CASES: dict[str, Case] = {
             ),
         ),
         flows=(
-            (
-                "pod to ClusterIP",
-                POD,
-                "172.30.0.41",
-                80,
-                "10.180.0.1:80, 10.180.0.2:80, 10.180.0.3:80",
-                False,
-            ),  # noqa: E501
-            (
-                "hairpin to ClusterIP",
-                "10.180.0.1",
-                "172.30.0.41",
-                80,
-                "10.180.0.1:80, 10.180.0.2:80, 10.180.0.3:80",
-                True,
-            ),  # noqa: E501
-            (
-                "external to ClusterIP",
-                EXTERNAL,
-                "172.30.0.41",
-                80,
-                "10.180.0.1:80, 10.180.0.2:80, 10.180.0.3:80",
-                True,
-            ),  # noqa: E501
+            ("pod to ClusterIP", POD, "172.30.0.41", 80, "10.180.0.1:80, 10.180.0.2:80, 10.180.0.3:80", False),
+            ("hairpin to ClusterIP", "10.180.0.1", "172.30.0.41", 80, "10.180.0.1:80, 10.180.0.2:80, 10.180.0.3:80", True),
+            ("external to ClusterIP", EXTERNAL, "172.30.0.41", 80, "10.180.0.1:80, 10.180.0.2:80, 10.180.0.3:80", True),
             ("other port", POD, "172.30.0.41", 443, "", False),
         ),
     ),
@@ -414,31 +308,10 @@ CASES: dict[str, Case] = {
         opts=replace(KP, localhost_nodeports=False, detect_local_mode="None"),
         flows=(
             ("pod to cluster IP", POD, "172.30.0.41", 80, "10.180.0.1:80, 10.180.2.1:80", False),
-            (
-                "external to nodePort",
-                EXTERNAL,
-                "192.168.0.2",
-                3001,
-                "10.180.0.1:80, 10.180.2.1:80",
-                True,
-            ),  # noqa: E501
-            (
-                "node to nodePort",
-                "192.168.0.2",
-                "192.168.0.2",
-                3001,
-                "10.180.0.1:80, 10.180.2.1:80",
-                True,
-            ),  # noqa: E501
+            ("external to nodePort", EXTERNAL, "192.168.0.2", 3001, "10.180.0.1:80, 10.180.2.1:80", True),
+            ("node to nodePort", "192.168.0.2", "192.168.0.2", 3001, "10.180.0.1:80, 10.180.2.1:80", True),
             ("localhost to nodePort is ignored", "127.0.0.1", "127.0.0.1", 3001, "", False),
-            (
-                "external to nodePort on secondary IP",
-                EXTERNAL,
-                "192.168.1.2",
-                3001,
-                "10.180.0.1:80, 10.180.2.1:80",
-                True,
-            ),  # noqa: E501
+            ("external to nodePort on secondary IP", EXTERNAL, "192.168.1.2", 3001, "10.180.0.1:80, 10.180.2.1:80", True),
         ),
     ),
     # TestOverallIPTablesRules, ns2/svc2 rules for its NodePort (eTP Local, endpoint remote).
@@ -455,30 +328,9 @@ CASES: dict[str, Case] = {
             ),
         ),
         flows=(
-            (
-                "external to NodePort: no local endpoint",
-                EXTERNAL,
-                "192.168.0.2",
-                3001,
-                "DROP",
-                False,
-            ),  # noqa: E501
-            (
-                "pod to NodePort is short-circuited",
-                POD,
-                "192.168.0.2",
-                3001,
-                "10.180.0.2:80",
-                False,
-            ),  # noqa: E501
-            (
-                "node to NodePort is short-circuited",
-                "192.168.0.2",
-                "192.168.0.2",
-                3001,
-                "10.180.0.2:80",
-                True,
-            ),  # noqa: E501
+            ("external to NodePort: no local endpoint", EXTERNAL, "192.168.0.2", 3001, "DROP", False),
+            ("pod to NodePort is short-circuited", POD, "192.168.0.2", 3001, "10.180.0.2:80", False),
+            ("node to NodePort is short-circuited", "192.168.0.2", "192.168.0.2", 3001, "10.180.0.2:80", True),
             ("pod to ClusterIP", POD, "172.30.0.42", 80, "10.180.0.2:80", False),
         ),
     ),
@@ -499,30 +351,9 @@ CASES: dict[str, Case] = {
             ),
         ),
         flows=(
-            (
-                "external to NodePort hits only local endpoint, unmasqueraded",
-                EXTERNAL,
-                "192.168.0.2",
-                3001,
-                "10.180.0.2:80",
-                False,
-            ),  # noqa: E501
-            (
-                "pod to NodePort hits both endpoints, unmasqueraded",
-                POD,
-                "192.168.0.2",
-                3001,
-                "10.180.0.2:80, 10.180.1.2:80",
-                False,
-            ),  # noqa: E501
-            (
-                "node to NodePort hits both endpoints, masqueraded",
-                "192.168.0.2",
-                "192.168.0.2",
-                3001,
-                "10.180.0.2:80, 10.180.1.2:80",
-                True,
-            ),  # noqa: E501
+            ("external to NodePort hits only local endpoint, unmasqueraded", EXTERNAL, "192.168.0.2", 3001, "10.180.0.2:80", False),
+            ("pod to NodePort hits both endpoints, unmasqueraded", POD, "192.168.0.2", 3001, "10.180.0.2:80, 10.180.1.2:80", False),
+            ("node to NodePort hits both endpoints, masqueraded", "192.168.0.2", "192.168.0.2", 3001, "10.180.0.2:80, 10.180.1.2:80", True),
         ),
     ),
     # TestExternalTrafficPolicyLocal, exactly (its flows), plus the health check port.
@@ -543,62 +374,13 @@ CASES: dict[str, Case] = {
             ),
         ),
         flows=(
-            (
-                "pod to cluster IP hits both endpoints, unmasqueraded",
-                POD,
-                "172.30.0.41",
-                80,
-                "10.180.0.1:80, 10.180.2.1:80",
-                False,
-            ),  # noqa: E501
-            (
-                "pod to external IP hits both endpoints, unmasqueraded",
-                POD,
-                "192.168.99.11",
-                80,
-                "10.180.0.1:80, 10.180.2.1:80",
-                False,
-            ),  # noqa: E501
-            (
-                "external to external IP hits only local endpoint, unmasqueraded",
-                EXTERNAL,
-                "192.168.99.11",
-                80,
-                "10.180.2.1:80",
-                False,
-            ),  # noqa: E501
-            (
-                "pod to LB IP hits only both endpoints, unmasqueraded",
-                POD,
-                "1.2.3.4",
-                80,
-                "10.180.0.1:80, 10.180.2.1:80",
-                False,
-            ),  # noqa: E501
-            (
-                "external to LB IP hits only local endpoint, unmasqueraded",
-                EXTERNAL,
-                "1.2.3.4",
-                80,
-                "10.180.2.1:80",
-                False,
-            ),  # noqa: E501
-            (
-                "pod to NodePort hits both endpoints, unmasqueraded",
-                POD,
-                "192.168.0.2",
-                3001,
-                "10.180.0.1:80, 10.180.2.1:80",
-                False,
-            ),  # noqa: E501
-            (
-                "external to NodePort hits only local endpoint, unmasqueraded",
-                EXTERNAL,
-                "192.168.0.2",
-                3001,
-                "10.180.2.1:80",
-                False,
-            ),  # noqa: E501
+            ("pod to cluster IP hits both endpoints, unmasqueraded", POD, "172.30.0.41", 80, "10.180.0.1:80, 10.180.2.1:80", False),
+            ("pod to external IP hits both endpoints, unmasqueraded", POD, "192.168.99.11", 80, "10.180.0.1:80, 10.180.2.1:80", False),
+            ("external to external IP hits only local endpoint, unmasqueraded", EXTERNAL, "192.168.99.11", 80, "10.180.2.1:80", False),
+            ("pod to LB IP hits only both endpoints, unmasqueraded", POD, "1.2.3.4", 80, "10.180.0.1:80, 10.180.2.1:80", False),
+            ("external to LB IP hits only local endpoint, unmasqueraded", EXTERNAL, "1.2.3.4", 80, "10.180.2.1:80", False),
+            ("pod to NodePort hits both endpoints, unmasqueraded", POD, "192.168.0.2", 3001, "10.180.0.1:80, 10.180.2.1:80", False),
+            ("external to NodePort hits only local endpoint, unmasqueraded", EXTERNAL, "192.168.0.2", 3001, "10.180.2.1:80", False),
             ("ACCEPT (NodePortHealthCheck)", "192.168.0.2", "192.168.0.2", 30000, "ACCEPT", False),
         ),
     ),
@@ -618,77 +400,21 @@ CASES: dict[str, Case] = {
             ),
         ),
         flows=(
-            (
-                "pod to cluster IP hits both endpoints, unmasqueraded",
-                POD,
-                "172.30.0.41",
-                80,
-                "10.180.0.1:80, 10.180.2.1:80",
-                False,
-            ),  # noqa: E501
-            (
-                "pod to external IP hits both endpoints, masqueraded",
-                POD,
-                "192.168.99.11",
-                80,
-                "10.180.0.1:80, 10.180.2.1:80",
-                True,
-            ),  # noqa: E501
-            (
-                "external to external IP hits both endpoints, masqueraded",
-                EXTERNAL,
-                "192.168.99.11",
-                80,
-                "10.180.0.1:80, 10.180.2.1:80",
-                True,
-            ),  # noqa: E501
-            (
-                "pod to LB IP hits both endpoints, masqueraded",
-                POD,
-                "1.2.3.4",
-                80,
-                "10.180.0.1:80, 10.180.2.1:80",
-                True,
-            ),  # noqa: E501
-            (
-                "external to LB IP hits both endpoints, masqueraded",
-                EXTERNAL,
-                "1.2.3.4",
-                80,
-                "10.180.0.1:80, 10.180.2.1:80",
-                True,
-            ),  # noqa: E501
-            (
-                "pod to NodePort hits both endpoints, masqueraded",
-                POD,
-                "192.168.0.2",
-                3001,
-                "10.180.0.1:80, 10.180.2.1:80",
-                True,
-            ),  # noqa: E501
-            (
-                "external to NodePort hits both endpoints, masqueraded",
-                EXTERNAL,
-                "192.168.0.2",
-                3001,
-                "10.180.0.1:80, 10.180.2.1:80",
-                True,
-            ),  # noqa: E501
+            ("pod to cluster IP hits both endpoints, unmasqueraded", POD, "172.30.0.41", 80, "10.180.0.1:80, 10.180.2.1:80", False),
+            ("pod to external IP hits both endpoints, masqueraded", POD, "192.168.99.11", 80, "10.180.0.1:80, 10.180.2.1:80", True),
+            ("external to external IP hits both endpoints, masqueraded", EXTERNAL, "192.168.99.11", 80, "10.180.0.1:80, 10.180.2.1:80", True),
+            ("pod to LB IP hits both endpoints, masqueraded", POD, "1.2.3.4", 80, "10.180.0.1:80, 10.180.2.1:80", True),
+            ("external to LB IP hits both endpoints, masqueraded", EXTERNAL, "1.2.3.4", 80, "10.180.0.1:80, 10.180.2.1:80", True),
+            ("pod to NodePort hits both endpoints, masqueraded", POD, "192.168.0.2", 3001, "10.180.0.1:80, 10.180.2.1:80", True),
+            ("external to NodePort hits both endpoints, masqueraded", EXTERNAL, "192.168.0.2", 3001, "10.180.0.1:80, 10.180.2.1:80", True),
         ),
     ),
     # TestOverallIPTablesRules, ns4/svc4 (externalIPs, eTP Cluster), exactly.
     "externalips": Case(
         (OVERALL[3],),
         flows=(
-            (
-                "external to external IP",
-                EXTERNAL,
-                "192.168.99.33",
-                80,
-                "10.180.0.4:80, 10.180.0.5:80",
-                True,
-            ),  # noqa: E501
-            ("pod to external IP", POD, "192.168.99.33", 80, "10.180.0.4:80, 10.180.0.5:80", True),  # noqa: E501
+            ("external to external IP", EXTERNAL, "192.168.99.33", 80, "10.180.0.4:80, 10.180.0.5:80", True),
+            ("pod to external IP", POD, "192.168.99.33", 80, "10.180.0.4:80, 10.180.0.5:80", True),
         ),
     ),
     # TestOverallIPTablesRules, ns5/svc5 (LB, sourceRanges, sessionAffinity 10800) with a
@@ -701,16 +427,9 @@ CASES: dict[str, Case] = {
                     replace(OVERALL[4].ports[0], endpoints=(ep("10.180.0.3"), ep("10.180.0.4"))),
                 ),
             ),
-        ),  # noqa: E501
+        ),
         flows=(
-            (
-                "external in range to LB",
-                EXTERNAL,
-                "5.6.7.8",
-                80,
-                "10.180.0.3:80, 10.180.0.4:80",
-                True,
-            ),  # noqa: E501
+            ("external in range to LB", EXTERNAL, "5.6.7.8", 80, "10.180.0.3:80, 10.180.0.4:80", True),
             ("external out of range to LB", EXTERNAL_BLOCKED, "5.6.7.8", 80, "DROP", False),
         ),
     ),
@@ -731,52 +450,17 @@ CASES: dict[str, Case] = {
         flows=(
             ("pod to cluster IP", POD, "172.30.0.41", 80, "10.180.0.1:80", False),
             ("external to nodePort", EXTERNAL, "192.168.0.2", 3001, "10.180.0.1:80", True),
-            (
-                "nodePort bypasses LoadBalancerSourceRanges",
-                EXTERNAL_BLOCKED,
-                "192.168.0.2",
-                3001,
-                "10.180.0.1:80",
-                True,
-            ),  # noqa: E501
+            ("nodePort bypasses LoadBalancerSourceRanges", EXTERNAL_BLOCKED, "192.168.0.2", 3001, "10.180.0.1:80", True),
             ("accepted external to LB1", EXTERNAL, "1.2.3.4", 80, "10.180.0.1:80", True),
             ("accepted external to LB2", EXTERNAL, "5.6.7.8", 80, "10.180.0.1:80", True),
             ("blocked external to LB1", EXTERNAL_BLOCKED, "1.2.3.4", 80, "DROP", False),
             ("blocked external to LB2", EXTERNAL_BLOCKED, "5.6.7.8", 80, "DROP", False),
             ("pod to LB1 (blocked by LoadBalancerSourceRanges)", POD, "1.2.3.4", 80, "DROP", False),
             ("pod to LB2 (blocked by LoadBalancerSourceRanges)", POD, "5.6.7.8", 80, "DROP", False),
-            (
-                "node to LB1 (allowed by LoadBalancerSourceRanges)",
-                "192.168.0.2",
-                "1.2.3.4",
-                80,
-                "10.180.0.1:80",
-                True,
-            ),  # noqa: E501
-            (
-                "node to LB2 (allowed by LoadBalancerSourceRanges)",
-                "192.168.0.2",
-                "5.6.7.8",
-                80,
-                "10.180.0.1:80",
-                True,
-            ),  # noqa: E501
-            (
-                "same node to LB1, SNATted to LB1 (implicitly allowed)",
-                "1.2.3.4",
-                "1.2.3.4",
-                80,
-                "10.180.0.1:80",
-                True,
-            ),  # noqa: E501
-            (
-                "same node to LB2, SNATted to LB2 (implicitly allowed)",
-                "5.6.7.8",
-                "5.6.7.8",
-                80,
-                "10.180.0.1:80",
-                True,
-            ),  # noqa: E501
+            ("node to LB1 (allowed by LoadBalancerSourceRanges)", "192.168.0.2", "1.2.3.4", 80, "10.180.0.1:80", True),
+            ("node to LB2 (allowed by LoadBalancerSourceRanges)", "192.168.0.2", "5.6.7.8", 80, "10.180.0.1:80", True),
+            ("same node to LB1, SNATted to LB1 (implicitly allowed)", "1.2.3.4", "1.2.3.4", 80, "10.180.0.1:80", True),
+            ("same node to LB2, SNATted to LB2 (implicitly allowed)", "5.6.7.8", "5.6.7.8", 80, "10.180.0.1:80", True),
         ),
     ),
     # TestInternalTrafficPolicy, "internalTrafficPolicy is local and there is one local endpoint".
@@ -794,15 +478,8 @@ CASES: dict[str, Case] = {
             ),
         ),
         flows=(
-            (
-                "pod to ClusterIP hits only local endpoint",
-                POD,
-                "172.30.1.1",
-                80,
-                "10.0.1.1:80",
-                False,
-            ),
-        ),  # noqa: E501
+            ("pod to ClusterIP hits only local endpoint", POD, "172.30.1.1", 80, "10.0.1.1:80", False),
+        ),
     ),
     # TestInternalTrafficPolicy, "internalTrafficPolicy is local and there are no local endpoints".
     "itp-local-no-local-endpoints": Case(
@@ -835,32 +512,11 @@ CASES: dict[str, Case] = {
         ),
         flows=(
             ("pod to cluster IP with no endpoints", POD, "172.30.0.41", 80, "REJECT", False),
-            (
-                "external to external IP with no endpoints",
-                EXTERNAL,
-                "192.168.99.11",
-                80,
-                "REJECT",
-                False,
-            ),  # noqa: E501
+            ("external to external IP with no endpoints", EXTERNAL, "192.168.99.11", 80, "REJECT", False),
             ("pod to NodePort with no endpoints", POD, "192.168.0.2", 3001, "REJECT", False),
-            (
-                "external to NodePort with no endpoints",
-                EXTERNAL,
-                "192.168.0.2",
-                3001,
-                "REJECT",
-                False,
-            ),  # noqa: E501
+            ("external to NodePort with no endpoints", EXTERNAL, "192.168.0.2", 3001, "REJECT", False),
             ("pod to LoadBalancer IP with no endpoints", POD, "1.2.3.4", 80, "REJECT", False),
-            (
-                "external to LoadBalancer IP with no endpoints",
-                EXTERNAL,
-                "1.2.3.4",
-                80,
-                "REJECT",
-                False,
-            ),  # noqa: E501
+            ("external to LoadBalancer IP with no endpoints", EXTERNAL, "1.2.3.4", 80, "REJECT", False),
         ),
     ),
     # TestTerminatingEndpointsTrafficPolicyLocal, "only terminating endpoints exist".
@@ -967,7 +623,7 @@ CASES: dict[str, Case] = {
                 ep("10.244.3.2", "node-3", port=5432),
                 port_name="",
                 port=5432,
-            ),  # noqa: E501
+            ),
             svc("default", "headless", None, ep("10.244.1.3", "node-1")),
         ),
         opts=ProxyOptions(),
@@ -976,6 +632,7 @@ CASES: dict[str, Case] = {
         ),
     ),
 }
+# fmt: on
 
 
 @cache
@@ -1239,7 +896,7 @@ COMMIT
 -A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ
 -A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.180.0.1:80" -j KUBE-SEP-SXIVWICOYRO3J4NJ
 COMMIT
-"""  # noqa: E501
+"""
 
 # TestSyncProxyRulesRepeated, first sync (two ClusterIP services, endpoints without node).
 REPEATED_EXPECTED = """
@@ -1280,7 +937,7 @@ COMMIT
 -A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ
 -A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.0.1.1:80" -j KUBE-SEP-SNQ3ZNILQDEJNDQO
 COMMIT
-"""  # noqa: E501
+"""
 
 
 def kube_proxy_expected(dump: str) -> dict[str, dict[str, list[str]]]:
@@ -1314,7 +971,7 @@ def kube_chains(text: str) -> dict[str, dict[str, list[str]]]:
                     ep("10.0.2.1", port=8080),
                     port_name="p8080",
                     port=8080,
-                ),  # noqa: E501
+                ),
             ),
             REPEATED_EXPECTED,
             id="TestSyncProxyRulesRepeated",
@@ -1351,7 +1008,7 @@ def test_clusterip_rules_literal() -> None:
         " -m statistic --mode random --probability 0.3333333333 -j KUBE-SEP-SXIVWICOYRO3J4NJ",
         '-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.180.0.2:80"'
         f" -m statistic --mode random --probability 0.5000000000 -j {sep2}",
-        f'-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.180.0.3:80" -j {sep3}',  # noqa: E501
+        f'-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.180.0.3:80" -j {sep3}',
     ]
     assert nat["KUBE-SEP-SXIVWICOYRO3J4NJ"] == [
         "-A KUBE-SEP-SXIVWICOYRO3J4NJ -m comment --comment ns1/svc1:p80 -s 10.180.0.1"

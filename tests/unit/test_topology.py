@@ -17,8 +17,15 @@ def small_plan(mode: str = "iptables", lb_mode: str = "ecmp") -> Plan:
     )
     svc = ServicePlan("default", "web", "LoadBalancer", "10.96.0.10", lb_ips=("198.51.100.10",))
     return Plan(
-        "t", "", "t.yaml", Network(), ProxyOptions(mode=mode), nodes, pods,
-        (ClientPlan("client", "203.0.113.10"),), (svc,),
+        "t",
+        "",
+        "t.yaml",
+        Network(),
+        ProxyOptions(mode=mode),
+        nodes,
+        pods,
+        (ClientPlan("client", "203.0.113.10"),),
+        (svc,),
         load_balancer=LoadBalancerConfig(mode=lb_mode),
     )
 
@@ -28,8 +35,14 @@ def test_every_namespace_carries_the_lab_id():
     names = [wiring.ns(s) for s in wiring.namespaces]
     assert names[0] == "tb-t-1a2b-edge"
     assert all(n.startswith("tb-t-1a2b-") for n in names)
-    assert set(wiring.namespaces) == {"edge", "node-1", "node-2", "web-0",
-                                      "a-very-long-pod-name-0", "client"}
+    assert set(wiring.namespaces) == {
+        "edge",
+        "node-1",
+        "node-2",
+        "web-0",
+        "a-very-long-pod-name-0",
+        "client",
+    }
 
 
 def test_interface_names_fit_the_kernel_limit():
@@ -44,7 +57,9 @@ def test_nodes_route_pod_cidrs_host_gateway_style_and_the_edge_knows_none():
     assert routes[("node-1", "10.244.2.0/24")].via == ("172.18.0.12",)
     assert routes[("node-2", "10.244.1.0/24")].via == ("172.18.0.11",)
     assert routes[("web-0", "default")].via == ("10.244.1.1",)
-    assert not any(r.ns == "edge" and r.dst.startswith(("10.244.", "10.96.")) for r in wiring.routes)
+    assert not any(
+        r.ns == "edge" and r.dst.startswith(("10.244.", "10.96.")) for r in wiring.routes
+    )
 
 
 def test_vips_are_routed_over_every_node_in_ecmp_and_one_in_single_mode():
