@@ -45,20 +45,19 @@ def resolve_scenario(arg: str | None) -> Path:
     raise CliError(f"{arg}: no such scenario file (nor a built-in scenario of that name)", 2)
 
 
-def load_plan(arg: str | None, proxy_mode: str | None = None):
-    from dataclasses import replace
+def load_both(arg: str | None, proxy_mode: str | None = None):
+    """(scenario, plan) of a scenario file or built-in name; bad input exits 2."""
+    from testbed import runner
+    from testbed.scenario import ScenarioError
 
-    from testbed import plan as planner
-    from testbed import scenario
-
-    path = resolve_scenario(arg)
     try:
-        planned = planner.plan(scenario.load(str(path)))
-    except scenario.ScenarioError as exc:
+        return runner.load_both(str(resolve_scenario(arg)), proxy_mode)
+    except ScenarioError as exc:
         raise CliError(str(exc), 2) from None
-    if proxy_mode:
-        planned = replace(planned, proxy=replace(planned.proxy, mode=proxy_mode))
-    return planned
+
+
+def load_plan(arg: str | None, proxy_mode: str | None = None):
+    return load_both(arg, proxy_mode)[1]
 
 
 def find_lab(ref: str | None):
@@ -118,10 +117,10 @@ def summary(lab) -> str:
 
 def cmd_up(args: argparse.Namespace) -> int:
     require_root()
-    plan = load_plan(args.scenario, args.proxy_mode)
+    scenario, plan = load_both(args.scenario, args.proxy_mode)
     from testbed import daemon
 
-    return daemon.up(plan, foreground=args.foreground, print_summary=summary)
+    return daemon.up(plan, scenario, foreground=args.foreground, print_summary=summary)
 
 
 def cmd_down(args: argparse.Namespace) -> int:

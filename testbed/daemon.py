@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from testbed import signals
 from testbed.model import Plan
+from testbed.scenario import Scenario
 
 PR_SET_PDEATHSIG = 1
 
@@ -28,11 +29,11 @@ def _die_with_parent(enabled: bool) -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL if enabled else 0, 0, 0, 0)
 
 
-def _foreground(plan: Plan, print_summary: Callable) -> int:
+def _foreground(plan: Plan, scenario: Scenario | None, print_summary: Callable) -> int:
     from testbed.lab import Lab
 
     try:
-        with signals.handled(), Lab(plan) as lab:
+        with signals.handled(), Lab(plan, scenario=scenario) as lab:
             print(print_summary(lab))
             print("running in the foreground: Ctrl-C tears the lab down", flush=True)
             while True:
@@ -41,7 +42,9 @@ def _foreground(plan: Plan, print_summary: Callable) -> int:
         return exc.exit_code
 
 
-def _child(plan: Plan, print_summary: Callable, parent: int, report: int) -> None:
+def _child(
+    plan: Plan, scenario: Scenario | None, print_summary: Callable, parent: int, report: int
+) -> None:
     from testbed.lab import Lab
 
     os.setsid()
@@ -51,7 +54,7 @@ def _child(plan: Plan, print_summary: Callable, parent: int, report: int) -> Non
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    lab = Lab(plan)
+    lab = Lab(plan, scenario=scenario)
     try:
         with signals.handled():
             lab.up()
@@ -71,9 +74,9 @@ def _child(plan: Plan, print_summary: Callable, parent: int, report: int) -> Non
         os._exit(0)
 
 
-def up(plan: Plan, foreground: bool, print_summary: Callable) -> int:
+def up(plan: Plan, scenario: Scenario | None, foreground: bool, print_summary: Callable) -> int:
     if foreground:
-        return _foreground(plan, print_summary)
+        return _foreground(plan, scenario, print_summary)
     sys.stdout.flush()
     sys.stderr.flush()
     read_end, write_end = os.pipe()
@@ -81,7 +84,7 @@ def up(plan: Plan, foreground: bool, print_summary: Callable) -> int:
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
-        _child(plan, print_summary, parent, write_end)
+        _child(plan, scenario, print_summary, parent, write_end)
     os.close(write_end)
     chunks = []
     with signals.handled():

@@ -17,6 +17,7 @@ from testbed import netbuild, state, topology
 from testbed.checkpoint import reached
 from testbed.kubeproxy import sync as rules_sync
 from testbed.model import Expectation, Plan, ProbePlan, ServicePlan, Target
+from testbed.scenario import Scenario
 
 
 class LabError(RuntimeError):
@@ -40,8 +41,16 @@ def local_ready(svc: ServicePlan, node: str) -> int:
 
 
 class Lab:
-    def __init__(self, plan: Plan, lab_id: str | None = None, serve: bool = True) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        lab_id: str | None = None,
+        serve: bool = True,
+        scenario: Scenario | None = None,
+    ) -> None:
         self.plan = plan
+        self.scenario = scenario  # needed only for changes that re-plan (scale, policy)
+        self.removed: frozenset[str] = frozenset()
         self.id = lab_id or new_id(plan.name)
         self.wiring = topology.wire(plan, self.id)
         self.serve = serve
@@ -49,9 +58,30 @@ class Lab:
         self._nl: netbuild.Netlink | None = None
         self._state: state.LabState | None = None
         self._health: set[tuple[str, int]] = set()
+        self._proxy_unhealthy: set[str] = set()
         self.edge = None
         self._capture = None
         self.keep_raw_frames = False
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario, proxy_mode: str | None = None, **kw) -> Lab:
+        from testbed import changes
+
+        return cls(changes.replan(scenario, None, mode=proxy_mode), scenario=scenario, **kw)
+
+    @classmethod
+    def from_file(cls, path: str, proxy_mode: str | None = None, **kw) -> Lab:
+        """A lab (not yet up) from a scenario file."""
+        from testbed import scenario as loader
+
+        return cls.from_scenario(loader.load(path), proxy_mode, **kw)
+
+    @classmethod
+    def from_docs(cls, docs: list[dict], proxy_mode: str | None = None, **kw) -> Lab:
+        """A lab (not yet up) from YAML documents given as dicts."""
+        from testbed import scenario as loader
+
+        return cls.from_scenario(loader.load_dict(docs, "<inline>"), proxy_mode, **kw)
 
     # -- life cycle -------------------------------------------------------
 
@@ -190,6 +220,62 @@ class Lab:
                 for port, proto in self._pod_ports(name):
                     self.hub.add_echo(wiring.ns(name), name, pod.ip, port, proto)
 
+    # -- changes that re-plan ----------------------------------------------------
+
+    def _replan(self, scenario: Scenario) -> None:
+        from testbed import changes
+
+        planned = changes.replan(scenario, self.plan, self.removed, mode=self.plan.proxy.mode)
+        planned = replace(planned, probes=self.plan.probes)
+        self.change(planned)
+        self.scenario = scenario
+
+    def _need_scenario(self) -> Scenario:
+        if self.scenario is None:
+            raise LabError("this lab was built from a plan alone; build it from a scenario")
+        return self.scenario
+
+    def set_policy(
+        self, service: str, external: str | None = None, internal: str | None = None
+    ) -> None:
+        """Flip a Service's traffic policies; rules and health checks follow at once."""
+        from testbed import changes
+
+        self._replan(changes.set_policy(self._need_scenario(), service, external, internal))
+
+    def scale(self, deployment: str, replicas: int) -> None:
+        from testbed import changes
+
+        self._replan(changes.scale(self._need_scenario(), deployment, replicas))
+
+    def delete_pod(self, name: str) -> None:
+        """Delete a pod for good (the lab has no controller to bring it back)."""
+        from testbed import changes
+
+        self.removed = changes.delete_pod(self.plan, self.removed, name)
+        if self.scenario is None:
+            pods = tuple(p for p in self.plan.pods if p.name != name)
+            services = tuple(
+                replace(
+                    svc,
+                    ports=tuple(
+                        replace(port, endpoints=tuple(e for e in port.endpoints if e.pod != name))
+                        for port in svc.ports
+                    ),
+                )
+                for svc in self.plan.services
+            )
+            self.change(replace(self.plan, pods=pods, services=services))
+        else:
+            self._replan(self.scenario)
+
+    def set_proxy_health(self, node: str, healthy: bool) -> None:
+        """Mark kube-proxy on a node (un)healthy: its /healthz and service checks say 503."""
+        self.plan.node(node)
+        self._proxy_unhealthy = (self._proxy_unhealthy - {node}) | (set() if healthy else {node})
+        if self.hub is not None:
+            self._sync_health()
+
     def with_proxy_mode(self, mode: str) -> Plan:
         return replace(self.plan, proxy=replace(self.plan.proxy, mode=mode))
 
@@ -212,12 +298,15 @@ class Lab:
         wanted: set[tuple[str, int]] = set()
         for node in self.plan.nodes:
             ns = self.wiring.ns(node.name)
-            self.hub.set_proxy_health(ns, node.ip, True)
+            healthy = node.name not in self._proxy_unhealthy
+            self.hub.set_proxy_health(ns, node.ip, healthy)
             for svc in self.plan.services:
                 if svc.external_local and svc.health_check_node_port:
                     port = svc.health_check_node_port
                     count = local_ready(svc, node.name)
-                    self.hub.set_health(ns, node.ip, port, svc.namespace, svc.name, count)
+                    self.hub.set_health(
+                        ns, node.ip, port, svc.namespace, svc.name, count, proxy_healthy=healthy
+                    )
                     wanted.add((ns, port))
         for ns, port in self._health - wanted:
             self.hub.drop_health(ns, port)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 import ipaddress
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from testbed.model import (
@@ -45,12 +45,20 @@ FIRST_ALLOCATED_HOST = 10  # ClusterIPs, clients and LB addresses start at host 
 NODE_POD_PREFIX = 24  # node-k's pod CIDR is the k-th /24 of the cluster's
 
 
-def plan(scenario: Scenario) -> Plan:
-    """The planned world of a validated scenario; raises ScenarioError when it cannot exist."""
+def plan(
+    scenario: Scenario,
+    keep: Mapping[str, tuple[str, str]] | None = None,
+    removed: Collection[str] = (),
+) -> Plan:
+    """The planned world of a validated scenario; raises ScenarioError when it cannot exist.
+
+    A running lab re-plans after a change with `keep` (pod -> (node, ip) of the pods it
+    already has, so they stay put) and `removed` (pods deleted and not to come back).
+    """
     lab = scenario.lab
     net = lab.network
     nodes = _nodes(scenario)
-    pods = _Placement(scenario, nodes).run()
+    pods = _Placement(scenario, nodes, keep or {}, frozenset(removed)).run()
     load_balancer = lab.load_balancer
     if load_balancer.mode == "single" and load_balancer.node is None:
         load_balancer = replace(load_balancer, node=nodes[0].name)
@@ -206,6 +214,14 @@ def _clients(scenario: Scenario) -> tuple[ClientPlan, ...]:
 # -- pod placement -------------------------------------------------------------------
 
 
+def _pinned(request: _Request, where: tuple[str, str] | None) -> _Request:
+    """A pod the running lab already has keeps its node and address."""
+    if where is None:
+        return request
+    node, ip = where
+    return replace(request, template=replace(request.template, node_name=node), ip=ip)
+
+
 @dataclass(frozen=True)
 class _Request:
     """One pod waiting for a node and an address."""
@@ -241,9 +257,17 @@ class _Placement:
     affinity plan in a fraction of a second.
     """
 
-    def __init__(self, scenario: Scenario, nodes: tuple[NodePlan, ...]) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        nodes: tuple[NodePlan, ...],
+        keep: Mapping[str, tuple[str, str]] | None = None,
+        removed: frozenset[str] = frozenset(),
+    ) -> None:
         self.scenario = scenario
-        self.requests = list(self._requests())
+        self.requests = [
+            _pinned(r, (keep or {}).get(r.name)) for r in self._requests() if r.name not in removed
+        ]
         taken = [r.ip for r in self.requests if r.ip is not None]
         self.nodes = [
             _NodeState(

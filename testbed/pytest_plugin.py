@@ -35,22 +35,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def build_plan(source: str | Path | list[dict[str, Any]], proxy_mode: str | None = None):
-    """A Plan from a file, a built-in scenario name, or a list of YAML documents as dicts."""
-    from dataclasses import replace
-
-    from testbed import plan as planner
-    from testbed import scenario
+def make_lab(source: str | Path | list[dict[str, Any]], proxy_mode: str | None = None):
+    """A Lab (not yet up) from a file, a built-in scenario name, or YAML documents as dicts."""
+    from testbed.lab import Lab
 
     if isinstance(source, list):
-        planned = planner.plan(scenario.load_dict(source, "<inline>"))
-    else:
-        from testbed.cli import resolve_scenario
+        return Lab.from_docs(source, proxy_mode)
+    from testbed.cli import resolve_scenario
 
-        planned = planner.plan(scenario.load(str(resolve_scenario(str(source)))))
-    if proxy_mode:
-        planned = replace(planned, proxy=replace(planned.proxy, mode=proxy_mode))
-    return planned
+    return Lab.from_file(str(resolve_scenario(str(source))), proxy_mode)
 
 
 @pytest.fixture
@@ -58,12 +51,10 @@ def lab() -> Iterator[Callable[..., Any]]:
     """Factory: lab(scenario, proxy_mode=None) -> a Lab that is up; torn down after the test."""
     if os.geteuid() != 0:
         pytest.skip(SKIP_REASON)
-    from testbed.lab import Lab
+    built: list[Any] = []
 
-    built: list[Lab] = []
-
-    def make(source: str | Path | list[dict[str, Any]], proxy_mode: str | None = None) -> Lab:
-        instance = Lab(build_plan(source, proxy_mode))
+    def make(source: str | Path | list[dict[str, Any]], proxy_mode: str | None = None) -> Any:
+        instance = make_lab(source, proxy_mode)
         built.append(instance)
         return instance.up()
 

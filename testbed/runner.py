@@ -10,25 +10,28 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 from testbed.capture import Frame, write_pcap
 from testbed.lab import Lab
 from testbed.model import Plan
 from testbed.records import Observation
 from testbed.report import ScenarioResult
+from testbed.scenario import Scenario
 
 Progress = Callable[[str], None]
 
 
 def load(path: str, proxy_mode: str | None = None) -> Plan:
-    from testbed import plan as planner
-    from testbed import scenario
+    return load_both(path, proxy_mode)[1]
 
-    planned = planner.plan(scenario.load(path))
-    if proxy_mode:
-        planned = replace(planned, proxy=replace(planned.proxy, mode=proxy_mode))
-    return planned
+
+def load_both(path: str, proxy_mode: str | None = None) -> tuple[Scenario, Plan]:
+    """The validated scenario and its plan (the scenario is what later changes edit)."""
+    from testbed import changes
+    from testbed import scenario as loader
+
+    scenario = loader.load(path)
+    return scenario, changes.replan(scenario, None, mode=proxy_mode)
 
 
 def _write_pcaps(directory: str, scenario: str, probe: str, frames: list[Frame]) -> None:
@@ -42,12 +45,15 @@ def _write_pcaps(directory: str, scenario: str, probe: str, frames: list[Frame])
 
 
 def run_plan(
-    plan: Plan, pcap_dir: str | None = None, progress: Progress | None = None
+    plan: Plan,
+    pcap_dir: str | None = None,
+    progress: Progress | None = None,
+    scenario: Scenario | None = None,
 ) -> tuple[ScenarioResult, list[Observation]]:
     started = time.monotonic()
     verdicts = []
     observations = []
-    lab = Lab(plan)
+    lab = Lab(plan, scenario=scenario)
     lab.keep_raw_frames = bool(pcap_dir)
     with lab:
         lab.wait_for_edge()
@@ -81,13 +87,13 @@ def run_file(
 
     started = time.monotonic()
     try:
-        plan = load(path, proxy_mode)
+        scenario, plan = load_both(path, proxy_mode)
     except ScenarioError as exc:
         return ScenarioResult(
             os.path.basename(path), path, proxy_mode or "iptables", 0.0, (), error=str(exc)
         )
     try:
-        return run_plan(plan, pcap_dir, progress)[0]
+        return run_plan(plan, pcap_dir, progress, scenario)[0]
     except Exception as exc:  # one broken scenario must not stop the library run
         return ScenarioResult(
             plan.name,
