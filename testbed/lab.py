@@ -11,12 +11,13 @@ import os
 import secrets
 import subprocess
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from testbed import netbuild, state, topology
 from testbed.checkpoint import reached
 from testbed.kubeproxy import sync as rules_sync
-from testbed.model import Expectation, Plan, ProbePlan, ServicePlan, Target
+from testbed.model import Expectation, NodePlan, Plan, ProbePlan, ServicePlan, Target
 from testbed.scenario import Scenario
 
 
@@ -169,9 +170,14 @@ class Lab:
             self.plan = plan
             if self.edge is not None:
                 self.edge.plan = plan
-        for node in self.plan.nodes:
+
+        def load(node: NodePlan) -> None:
             text = rules_sync.render(node, self.plan.services, self.plan.proxy)
             rules_sync.load(self.wiring.ns(node.name), self.plan.proxy.mode, text)
+
+        # one loader process per node; they run side by side, as each node's kube-proxy would
+        with ThreadPoolExecutor(max_workers=min(8, len(self.plan.nodes))) as pool:
+            list(pool.map(load, self.plan.nodes))
         if self.hub is not None:
             self._sync_health()
 
@@ -329,8 +335,8 @@ class Lab:
     # -- probing ----------------------------------------------------------------
 
     @property
-    def capture(self):
-        """Captures at every hop, started on first use and kept until teardown."""
+    def captures(self):
+        """The probes' captures at every hop, started on first use and kept until teardown."""
         if self._capture is None:
             from testbed.capture import Capture
             from testbed.probe import capture_points
@@ -339,14 +345,26 @@ class Lab:
             self._capture = Capture(points, keep_raw=self.keep_raw_frames).start()
         return self._capture
 
+    def capture(self, names: Sequence[str] | None = None, ifname: str = "eth0"):
+        """An ad-hoc capture on `ifname` of these namespaces (default: every node and pod).
+
+        Use it as a context manager; `.frames()` gives what was seen, and
+        `testbed.capture.write_pcap(path, frames)` writes a pcap Wireshark opens.
+        """
+        from testbed.capture import Capture, Point
+
+        chosen = names or [n.name for n in self.plan.nodes] + [p.name for p in self.plan.pods]
+        points = [Point(self.ns(n), ifname, f"{n}/{ifname}") for n in chosen]
+        return Capture(points, keep_raw=True)
+
     def observe(self, probe: ProbePlan):
         """Run one probe and return (Observation, Verdict): what happened and the judgement."""
         from testbed import judge, oracle
         from testbed.probe import run as run_probe
 
-        observed = run_probe(self.plan, self.wiring, self.capture, probe)
+        observed = run_probe(self.plan, self.wiring, self.captures, probe)
         if not self.keep_raw_frames:  # frames are explained; keep memory flat over many probes
-            self.capture.clear()
+            self.captures.clear()
         predicted = oracle.predict(self.plan, probe, lb_nodes=self.lb_nodes())
         return observed, judge.judge(probe, observed, predicted, self.plan)
 

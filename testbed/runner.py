@@ -63,8 +63,8 @@ def run_plan(
             mark = time.time()
             observed, verdict = lab.observe(probe)
             if pcap_dir:
-                _write_pcaps(pcap_dir, plan.name, probe.name, lab.capture.frames(since=mark))
-            lab.capture.clear()
+                _write_pcaps(pcap_dir, plan.name, probe.name, lab.captures.frames(since=mark))
+            lab.captures.clear()
             observations.append(observed)
             verdicts.append(verdict)
     result = ScenarioResult(
