@@ -9,8 +9,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tests.lab.conftest import run_testbed
 from testbed.kubeproxy import names
+from tests.lab.conftest import run_testbed
 
 pytestmark = pytest.mark.lab
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "report.schema.json"
