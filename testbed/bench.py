@@ -208,12 +208,13 @@ class IpBatch:
 
 
 def _ip_route(route: Route) -> str:
+    """`proto static`, as pyroute2 marks the routes it adds, so both builds list the same."""
     if route.dev:
-        return f"route add {route.dst} dev {route.dev} scope link"
+        return f"route add {route.dst} dev {route.dev} scope link proto static"
     if len(route.via) == 1:
-        return f"route add {route.dst} via {route.via[0]}"
+        return f"route add {route.dst} via {route.via[0]} proto static"
     hops = " ".join(f"nexthop via {gw}" for gw in route.via)
-    return f"route add {route.dst} {hops}"
+    return f"route add {route.dst} proto static {hops}"
 
 
 def ip_batch(wiring: Wiring, prefix: str) -> IpBatch:
@@ -420,18 +421,28 @@ def _netns_count() -> int | None:
     return None
 
 
-def settle(before: int | None, timeout: float = 20.0) -> None:
+def settle(before: int | None, timeout: float = 20.0) -> float:
     """Wait for the kernel to finish freeing deleted namespaces (it does so after
-    `unlink` returns), so the cleanup of one repetition does not slow the next."""
+    `unlink` returns), so the cleanup of one repetition does not slow the next.
+
+    Done when the count is back near `before`, or has stopped falling for half a
+    second (other processes may hold namespaces of their own). Returns the wait.
+    """
+    start = time.monotonic()
     if before is None:
         time.sleep(0.5)
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+        return 0.5
+    lowest, since = _netns_count(), start
+    while time.monotonic() - start < timeout:
         now = _netns_count()
         if now is None or now <= before + 32:
-            return
+            break
+        if lowest is None or now < lowest:
+            lowest, since = now, time.monotonic()
+        elif time.monotonic() - since > 0.5:
+            break
         time.sleep(0.1)
+    return time.monotonic() - start
 
 
 def _run_ip(argv: list[str], script: str) -> None:
@@ -495,6 +506,7 @@ class LabRun:
     down: float
     wiring: float | None  # namespaces..routes, sysctls excluded
     namespaces: int
+    rules: float | None = None  # rendering and loading every node's rules
 
     @property
     def total(self) -> float:
@@ -519,8 +531,8 @@ def time_lab(plan: Plan, serve: bool, lab_id: str | None = None) -> LabRun:
     finally:
         netbuild.remove_all(names)
         state.forget(lab.id)
-    wiring = wiring_seconds(marks)
-    return LabRun(up, down, None if wiring is None else wiring, len(names))
+    rules = marks["rules"] - marks["servers"] if {"rules", "servers"} <= marks.keys() else None
+    return LabRun(up, down, wiring_seconds(marks), len(names), rules)
 
 
 @contextlib.contextmanager
@@ -553,24 +565,49 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def run_child(sandbox: Sandbox, argv: list[str]) -> tuple[int, bytes, float, float]:
-    """(exit code, stdout, wall seconds, peak RSS in MB) of a child process."""
+# The measured program runs as the child of this small launcher, not of the benchmark: a
+# child's ru_maxrss keeps the high-water mark of the memory it was forked from, and the
+# benchmark itself grows to over 100 MB.
+_LAUNCHER = """
+import os, signal, sys
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[1], sys.argv[1:])
+    finally:
+        os._exit(127)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(pid, signum))
+_, status, usage = os.wait4(pid, 0)
+sys.stdout.write(f"\\nmaxrss_kib {usage.ru_maxrss}\\n")
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+def run_child(sandbox: Sandbox, argv: list[str]) -> tuple[int, str, float, float]:
+    """(exit code, stdout, wall seconds, peak RSS in MB) of a program run in a child."""
     start = time.perf_counter()
-    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _LAUNCHER, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        text=True,
+    )
     sandbox.children.add(child)
     try:
-        out = child.stdout.read() if child.stdout else b""
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
+        out, _ = child.communicate()
     finally:
-        if child.stdout:
-            child.stdout.close()
-        if child.returncode is None:
+        if child.poll() is None:
             child.terminate()
             child.wait()
         sandbox.children.discard(child)
     wall = time.perf_counter() - start
-    return child.returncode, out, wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB
+    body, _, last = out.rstrip("\n").rpartition("\n")
+    if not last.startswith("maxrss_kib "):
+        raise RuntimeError(f"{argv[0]}: no memory report (exit {child.returncode})")
+    return child.returncode, body, wall, int(last.split()[1]) / 1024
 
 
 def load_plan(path: Path | str, mode: str | None = None) -> Plan:
@@ -658,10 +695,30 @@ def child_scale(spec: str, lab_id: str) -> int:
         run = time_lab(plan, serve=False, lab_id=lab_id)
     print(
         json.dumps(
-            {"up": run.up, "down": run.down, "wiring": run.wiring, "namespaces": run.namespaces}
+            {
+                "up": run.up,
+                "down": run.down,
+                "wiring": run.wiring,
+                "rules": run.rules,
+                "namespaces": run.namespaces,
+            }
         )
     )
     return 0
+
+
+def _scale_note(labs: list[dict[str, Any]], has_target: bool) -> str:
+    """Where the time goes: wiring, rule sync, the rest (sysctls, state, teardown)."""
+    if not labs or labs[0].get("rules") is None or labs[0].get("wiring") is None:
+        return "" if has_target else "no target at this size"
+    wiring = median([r["wiring"] for r in labs])
+    rules = median([r["rules"] for r in labs])
+    total = median([r["up"] + r["down"] for r in labs])
+    split = (
+        f"medians: wiring {wiring:.1f} s, rule sync {rules:.1f} s,"
+        f" rest {total - wiring - rules:.1f} s (serve=False)"
+    )
+    return split if has_target else f"{split}; no target at this size"
 
 
 def bench_scale(cfg: Config, sandbox: Sandbox, log: Callable[[str], None]) -> list[Figure]:
@@ -680,36 +737,28 @@ def bench_scale(cfg: Config, sandbox: Sandbox, log: Callable[[str], None]) -> li
         floor_s: list[float] = []
         reps = cfg.reps + (cfg.warmup if first else 0)
         for rep in range(reps):
-            log(f"scale {spec}: lab {rep + 1}/{reps} ({count} namespaces, in a child process)")
             lab_id = f"bench{os.getpid()}-{spec}-{rep}"
+            argv = [sys.executable, "-m", "testbed.bench", "--child-scale", spec]
             before = _netns_count()
             try:
-                code, out, _, peak = run_child(
-                    sandbox,
-                    [
-                        sys.executable,
-                        "-m",
-                        "testbed.bench",
-                        "--child-scale",
-                        spec,
-                        "--lab-id",
-                        lab_id,
-                    ],
-                )
+                code, out, wall, peak = run_child(sandbox, [*argv, "--lab-id", lab_id])
             finally:  # a child killed half-way leaves namespaces its Lab could not remove
                 netbuild.remove_all(ns_name(lab_id, s) for s in wiring.namespaces)
                 state.forget(lab_id)
             if code != 0:
                 raise RuntimeError(f"scale child {spec} exited with {code}")
-            settle(before)
-            log(f"scale {spec}: ip -batch floor {rep + 1}/{reps}")
+            waited = settle(before)
             batch = ip_batch(wiring, sandbox.name(f"s{spec}") + "-")
             before = _netns_count()
             built, torn = time_ip_batch(batch)
-            settle(before)
+            waited += settle(before)
+            log(
+                f"scale {spec} ({count} namespaces) {rep + 1}/{reps}: lab child {wall:.1f} s,"
+                f" ip floor {built + torn:.1f} s, cleanup waits {waited:.1f} s"
+            )
             if first and rep < cfg.warmup:
                 continue
-            labs.append(json.loads(out))
+            labs.append(json.loads(out.strip().splitlines()[-1]))
             rss.append(peak)
             floor_s.append(built + torn)
         first = False
@@ -739,10 +788,12 @@ def bench_scale(cfg: Config, sandbox: Sandbox, log: Callable[[str], None]) -> li
                 "ip -batch build+delete (no rules)",
                 12.0 if is_big else None,
                 "<",
-                note="" if is_big else "no target at this size",
+                note=_scale_note(labs, is_big),
                 extra={
                     "up": [r["up"] for r in labs],
                     "down": [r["down"] for r in labs],
+                    "wiring": [r["wiring"] for r in labs],
+                    "rules": [r.get("rules") for r in labs],
                     "namespaces": count,
                     "serve": False,
                 },
@@ -774,6 +825,18 @@ def _load_in(ns: str, argv: list[str], text: str) -> None:
         raise RuntimeError(f"{' '.join(argv)} failed in {ns}: {done.stderr.strip()[:200]}")
 
 
+def _render_time(node, services, opts, least: float = 0.05) -> float:
+    """Seconds per render; renders taking under `least` are repeated and averaged, so a
+    busy machine's jitter does not swamp a one-millisecond figure."""
+    from testbed.kubeproxy import sync
+
+    once = timed(lambda: sync.render(node, services, opts))
+    if once >= least:
+        return once
+    times = max(2, int(least / max(once, 1e-6)))
+    return timed(lambda: [sync.render(node, services, opts) for _ in range(times)]) / times
+
+
 def bench_rules(cfg: Config, sandbox: Sandbox, log: Callable[[str], None]) -> list[Figure]:
     from testbed.kubeproxy import incremental, sync
     from testbed.model import NodePlan, ProxyOptions
@@ -800,9 +863,7 @@ def bench_rules(cfg: Config, sandbox: Sandbox, log: Callable[[str], None]) -> li
                 services = bulk_services(size)
                 text = sync.render(node, services, opts)
                 renders = repeat(
-                    lambda s=services, o=opts: timed(lambda: sync.render(node, s, o)),
-                    cfg.reps,
-                    cfg.warmup,
+                    lambda s=services, o=opts: _render_time(node, s, o), cfg.reps, cfg.warmup
                 )
                 loads = []
                 for rep in range(cfg.reps):
@@ -1033,11 +1094,13 @@ def _captured_probes(cfg: Config, plan: Plan, baseline: list[float], log) -> Fig
     ):
         lab.wait_for_edge()
         for rep in range(cfg.warmup + cfg.reps):
-            log(f"probes: {cfg.probe_count} captured TCP probes, run {rep + 1}")
+            warm = rep < cfg.warmup  # a short warm-up: 1,000 probes
+            run_sizes = [min(1000, cfg.probe_count)] if warm else batches
+            log(f"probes: {sum(run_sizes)} captured TCP probes, run {rep + 1}")
             counts: collections.Counter[str] = collections.Counter()
             replies = 0
             took = 0.0
-            for size in batches:
+            for size in run_sizes:
                 probe = ProbePlan("bench", "client", target, count=size)
                 start = time.perf_counter()
                 seen = run_probe(plan, lab.wiring, capture, probe, timeout=5.0)
@@ -1045,7 +1108,7 @@ def _captured_probes(cfg: Config, plan: Plan, baseline: list[float], log) -> Fig
                 capture.clear()
                 counts.update(a.outcome for a in seen.attempts)
                 replies += sum(1 for a in seen.attempts if a.server_view)
-            if rep < cfg.warmup:
+            if warm:
                 continue
             rates.append(cfg.probe_count / took)
             outcomes.append(dict(counts))
@@ -1100,7 +1163,7 @@ def bench_memory(cfg: Config, sandbox: Sandbox, log: Callable[[str], None]) -> l
         argv.append(str(DEFAULT_SCENARIO))
         what = "the default scenario (--quick)"
     log(f"memory: testbed run over {what}")
-    _, _, base_wall, base_rss = run_child(sandbox, [sys.executable, "-c", "import testbed.lab"])
+    _, _, _, base_rss = run_child(sandbox, [sys.executable, "-c", "import testbed.lab"])
     code, _, wall, peak = run_child(sandbox, argv)
     return [
         Figure(

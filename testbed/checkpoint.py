@@ -3,6 +3,8 @@
 `TESTBED_STALL_AT=<point>` makes the process print `stalled at <point>` to
 stderr and sleep, so a crash-safety test can SIGKILL it at exactly that point
 and prove `testbed clean` still finds everything. Unset, it costs one lookup.
+`testbed up` runs the build in a child whose stderr is /dev/null, so the stall
+is also written, as `PID POINT`, to the file TESTBED_STALL_FILE names, if any.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ POINTS = (
     "servers",
     "rules",
     "up",
+    "probing",  # `testbed run`: the lab is up and a probe has just been judged
 )
 
 
@@ -31,5 +34,9 @@ def reached(point: str) -> None:
     if os.environ.get("TESTBED_STALL_AT") != point:
         return
     print(f"stalled at {point}", file=sys.stderr, flush=True)
+    note = os.environ.get("TESTBED_STALL_FILE")
+    if note:
+        with open(note, "a") as handle:
+            handle.write(f"{os.getpid()} {point}\n")
     while True:
         time.sleep(3600)

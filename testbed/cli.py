@@ -60,6 +60,15 @@ def load_plan(arg: str | None, proxy_mode: str | None = None):
     return load_both(arg, proxy_mode)[1]
 
 
+def check_limits(plan) -> None:
+    """A lab larger than this machine can hold is bad input: exit 2 before building."""
+    from testbed import limits
+
+    text = limits.message(plan)
+    if text is not None:
+        raise CliError(text, 2)
+
+
 def find_lab(ref: str | None):
     from testbed import state
 
@@ -84,9 +93,14 @@ def find_lab(ref: str | None):
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from testbed import limits
     from testbed import plan as planner
 
-    print(planner.describe(load_plan(args.scenario, args.proxy_mode)))
+    planned = load_plan(args.scenario, args.proxy_mode)
+    print(planner.describe(planned))
+    text = limits.message(planned)
+    if text is not None:
+        print(f"warning: {text}")
     return 0
 
 
@@ -118,6 +132,7 @@ def summary(lab) -> str:
 def cmd_up(args: argparse.Namespace) -> int:
     require_root()
     scenario, plan = load_both(args.scenario, args.proxy_mode)
+    check_limits(plan)
     from testbed import daemon
 
     return daemon.up(plan, scenario, foreground=args.foreground, print_summary=summary)
@@ -266,4 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m testbed.cli`: run the copy importable as testbed.cli, so a CliError that
+    # runcli raises (it imports testbed.cli) is the class main() catches
+    from testbed import cli
+
+    sys.exit(cli.main())

@@ -69,7 +69,6 @@ class EdgeBalancer:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._ipr: IPRoute | None = None
         self.rounds = 0
 
     # -- state -----------------------------------------------------------------
@@ -109,29 +108,29 @@ class EdgeBalancer:
                         h.healthy = True
                     elif not good and -h.streak >= cfg.unhealthy_threshold:
                         h.healthy = False
-        self.rounds += 1
         self._apply_routes()
+        self.rounds += 1  # counted once its answers are in the routes
 
     def _apply_routes(self) -> None:
         wanted = self.eligible()
         if wanted == self._routes:
             return
-        if self._ipr is None:
-            with netns.entered(self.wiring.ns(EDGE)):
-                self._ipr = IPRoute()
         ips = {n.name: n.ip for n in self.plan.nodes}
-        for vip, nodes in wanted.items():
-            if self._routes.get(vip) == nodes:
-                continue
-            dst = f"{vip}/32"
-            if not nodes:
-                with contextlib.suppress(Exception):
-                    self._ipr.route("del", dst=dst)
-            elif len(nodes) == 1:
-                self._ipr.route("replace", dst=dst, gateway=ips[nodes[0]])
-            else:
-                hops = [{"gateway": ips[n]} for n in nodes]
-                self._ipr.route("replace", dst=dst, multipath=hops)
+        # pyroute2 opens its netlink socket per thread, in the thread's namespace: open it
+        # here, in the edge's namespace, in whichever thread (start or the checker) runs this
+        with netns.entered(self.wiring.ns(EDGE)), IPRoute() as ipr:
+            for vip, nodes in wanted.items():
+                if self._routes.get(vip) == nodes:
+                    continue
+                dst = f"{vip}/32"
+                if not nodes:
+                    with contextlib.suppress(Exception):
+                        ipr.route("del", dst=dst)
+                elif len(nodes) == 1:
+                    ipr.route("replace", dst=dst, gateway=ips[nodes[0]])
+                else:
+                    hops = [{"gateway": ips[n]} for n in nodes]
+                    ipr.route("replace", dst=dst, multipath=hops)
         self._routes = wanted
 
     def converge(self) -> None:
@@ -172,9 +171,6 @@ class EdgeBalancer:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
 
     def describe(self) -> str:
         lines = []

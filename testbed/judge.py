@@ -18,8 +18,9 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from testbed import measure
 from testbed.model import Expectation, Plan, ProbePlan
 from testbed.oracle import MIXED, NONE, Prediction
 from testbed.records import DELIVERED, DROPPED, REJECTED, Attempt, Observation
@@ -111,6 +112,8 @@ class Verdict:
     expected: dict
     oracle: dict
     path: str = ""  # the first delivered attempt, hop by hop, for the table
+    details: dict = field(default_factory=dict)  # extra report keys: nodes, latency, ...
+    lines: tuple[str, ...] = ()  # shown under the probe's row in the table (not failures)
 
     def as_report(self) -> dict:
         """The probe object of the JSON report."""
@@ -121,6 +124,7 @@ class Verdict:
             "expected": self.expected,
             "oracle": self.oracle,
             "reasons": list(self.reasons),
+            **self.details,
         }
 
 
@@ -200,6 +204,12 @@ def judge(probe: ProbePlan, observed: Observation, prediction: Prediction, plan:
         reasons += _check_pods(exp, view)
         reasons += _check_return_path(exp, view)
         reasons += _check_share(exp, view)
+    details: dict = {}
+    if observed.count(DELIVERED):
+        details["nodes"] = measure.node_shares(observed.attempts, prediction, exp.share)
+    if latency := measure.latency(observed.attempts):
+        details["latency"] = latency
+    lines = measure.latency_lines(observed.attempts) if probe.measure_latency else []
     return Verdict(
         name=probe.name,
         passed=not reasons,
@@ -208,6 +218,8 @@ def judge(probe: ProbePlan, observed: Observation, prediction: Prediction, plan:
         expected=exp.as_report(),
         oracle=prediction.as_report(),
         path=path_text(observed),
+        details=details,
+        lines=tuple(lines),
     )
 
 

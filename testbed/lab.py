@@ -10,15 +10,21 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from testbed import netbuild, state, topology
+from testbed import limits, netbuild, state, topology
 from testbed.checkpoint import reached
 from testbed.kubeproxy import sync as rules_sync
 from testbed.model import Expectation, NodePlan, Plan, ProbePlan, ServicePlan, Target
 from testbed.scenario import Scenario
+
+if TYPE_CHECKING:
+    from testbed.judge import Verdict
+    from testbed.records import Observation
 
 
 class LabError(RuntimeError):
@@ -63,6 +69,7 @@ class Lab:
         self.edge = None
         self._capture = None
         self.keep_raw_frames = False
+        self.attached = False  # a handle on a lab that another process owns
 
     @classmethod
     def from_scenario(cls, scenario: Scenario, proxy_mode: str | None = None, **kw) -> Lab:
@@ -84,9 +91,24 @@ class Lab:
 
         return cls.from_scenario(loader.load_dict(docs, "<inline>"), proxy_mode, **kw)
 
+    @classmethod
+    def attach(cls, found: state.LabState) -> Lab:
+        """A handle on a lab another process keeps up (`testbed up`): probe, look, not own.
+
+        Planning is deterministic, so re-planning the recorded scenario gives the same
+        addresses, and the lab id gives the namespace names.
+        """
+        from testbed import runner
+
+        scenario, planned = runner.load_both(found.file, found.proxy_mode)
+        attached = cls(planned, lab_id=found.id, serve=False, scenario=scenario)
+        attached.attached = True
+        return attached
+
     # -- life cycle -------------------------------------------------------
 
     def up(self) -> Lab:
+        limits.check(self.plan)  # refuse what the machine cannot hold, before anything exists
         self._state = state.LabState(
             id=self.id,
             name=self.plan.name,
@@ -120,6 +142,15 @@ class Lab:
             self.down()
             raise
         return self
+
+    def close(self) -> None:
+        """Let go of an attached lab (captures, sockets) without tearing it down."""
+        if self._capture is not None:
+            self._capture.stop()
+            self._capture = None
+        if self._nl is not None:
+            self._nl.close()
+            self._nl = None
 
     def down(self) -> list[str]:
         """Tear everything down; safe to call twice and after a failed build."""
@@ -322,9 +353,18 @@ class Lab:
 
     def lb_nodes(self) -> dict[str, tuple[str, ...]]:
         """VIP -> the nodes the edge sends it to right now."""
-        if self.edge is None:
-            return topology.default_vip_nodes(self.plan)
-        return self.edge.eligible()
+        if self.edge is not None:
+            return self.edge.eligible()
+        if self.attached:  # the owner's edge decides: read its routes from the kernel
+            from testbed.lbview import read_routes
+
+            by_ip = {n.ip: n.name for n in self.plan.nodes}
+            routes = read_routes(self.wiring.ns(topology.EDGE))
+            vips = topology.default_vip_nodes(self.plan)
+            return {
+                vip: tuple(by_ip[g] for g in routes.get(f"{vip}", ()) if g in by_ip) for vip in vips
+            }
+        return topology.default_vip_nodes(self.plan)
 
     def wait_for_edge(self, rounds: int | None = None) -> None:
         """Let health checks see the current state (after a sync) before probing."""
@@ -391,7 +431,17 @@ class Lab:
         else:
             if source is None or (service is None and address is None):
                 raise LabError("probe needs a source and a service or an address")
+            if source not in self.wiring.namespaces or source == topology.EDGE:
+                raise LabError(f"no client, pod or node named {source!r} in lab {self.id}")
             key = service if service is None or "/" in service else f"default/{service}"
+            if key is not None and not any(s.key == key for s in self.plan.services):
+                raise LabError(f"no service {key} in lab {self.id}")
+            if (
+                via == "nodePort"
+                and node is not None
+                and node not in {n.name for n in self.plan.nodes}
+            ):
+                raise LabError(f"no node named {node!r} in lab {self.id}")
             chosen = ProbePlan(
                 name=f"{source}-to-{service or address}",
                 source=source,
@@ -402,10 +452,34 @@ class Lab:
             )
         return self.observe(chosen)[1]
 
-    def verdicts(self) -> list:
-        """Run every probe of the scenario, in order."""
+    def run_all(
+        self,
+        progress: Callable[[str], None] | None = None,
+        after_probe: Callable[[str, float], None] | None = None,
+    ) -> list[tuple[Observation, Verdict]]:
+        """Every probe of the scenario, then its steps, exactly as `testbed run` does.
+
+        `after_probe(name, started)` runs after each probe (the runner writes pcaps there).
+        """
+        from testbed import steps
+
         self.wait_for_edge()
-        return [self.observe(p)[1] for p in self.plan.probes]
+        results = []
+        for probe in self.plan.probes:
+            if progress:
+                progress(f"{self.plan.name}: {probe.name} ({probe.count} x {probe.protocol})")
+            started = time.time()
+            results.append(steps.observe(self, probe))
+            if after_probe:
+                after_probe(probe.name, started)
+            reached("probing")
+        if self.scenario is not None and self.scenario.lab.steps:
+            results += steps.run(self, self.scenario.lab.steps, progress)
+        return results
+
+    def verdicts(self) -> list[Verdict]:
+        """Run every probe and step of the scenario; the verdicts, in order."""
+        return [verdict for _, verdict in self.run_all()]
 
     # -- looking inside ------------------------------------------------------
 

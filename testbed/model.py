@@ -182,6 +182,7 @@ class ProbePlan:
     protocol: str = TCP
     count: int = 1
     expect: Expectation | None = None
+    measure_latency: bool = False  # show connect/round-trip percentiles per path in the table
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ its initial sequence number, a datagram by its IP id. The pod's own answer
 from __future__ import annotations
 
 import errno
+import os
+import resource
 import selectors
 import socket
 import time
@@ -25,6 +27,7 @@ from testbed.topology import Wiring
 
 REJECT_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNRESET}
 DEFAULT_TIMEOUT = 1.0
+BATCH = 1000  # attempts in flight at once; more only fill a listen backlog
 
 
 def capture_points(plan: Plan, wiring: Wiring) -> list[Point]:
@@ -148,41 +151,56 @@ def run(
     target = aim(plan, probe)
     protocol = probe.protocol if probe.target.address else target.protocol
     ns = wiring.ns(probe.source)
-    started = time.time()  # captures carry wall-clock kernel timestamps
     opener = _open_udp if protocol == "UDP" else _open_tcp
-    tries = opener(ns, target, probe.count)
-    _drive(tries, protocol, timeout, target.text)
-    capture.flush()
-    frames = capture.frames(since=started - 0.01)
-    for t in tries:
-        t.sock.close()
     pods_by_point = {f"{p.name}/eth0": p.name for p in plan.pods}
     nodes_by_point = {f"{n.name}/eth0": n.name for n in plan.nodes}
     source_ip = source_address(plan, probe.source)
     source_point = f"{probe.source}/eth0"
-    index = _Index(frames)
-    attempts = tuple(
-        _explain(
-            t,
-            protocol,
-            target,
-            index,
-            source_point,
-            pods_by_point,
-            nodes_by_point,
-            plan,
-            probe.source,
-            started,
-        )
-        for t in tries
-    )
+    attempts: list[Attempt] = []
+    since = time.time() - 0.01  # captures carry wall-clock kernel timestamps
+    while len(attempts) < probe.count:
+        started = time.time()
+        tries = opener(ns, target, min(probe.count - len(attempts), _batch_size()))
+        _drive(tries, protocol, timeout, target.text)
+        capture.flush()
+        index = _Index(capture.frames(since=since))
+        if not capture.keep_raw:  # as Lab.observe does: memory stays flat over batches
+            capture.clear()
+        for t in tries:
+            t.sock.close()
+        since = time.time()  # the next batch must not read this one's closing frames
+        attempts += [
+            _explain(
+                t,
+                protocol,
+                target,
+                index,
+                source_point,
+                pods_by_point,
+                nodes_by_point,
+                plan,
+                probe.source,
+                started,
+            )
+            for t in tries
+        ]
     return Observation(
         probe=probe.name,
-        attempts=attempts,
+        attempts=tuple(attempts),
         source=probe.source,
         source_address=source_ip,
         target=target.text,
     )
+
+
+def _batch_size() -> int:
+    """Attempts that fit under RLIMIT_NOFILE: each takes a socket here and, when this
+    process serves the pods, one more for the accepted connection."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return BATCH
+    free = soft - len(os.listdir("/proc/self/fd")) - 16
+    return max(1, min(BATCH, free // 2))
 
 
 class _Index:
@@ -299,7 +317,9 @@ def _explain(
     )
     snat = pod_frame.src if pod_frame and first and pod_frame.src != first.src else None
     server_view = t.reply.decode(errors="replace").strip() or None if t.reply else None
-    hops = tuple(_hop(f, started) for f in sorted([*story, *replies, *icmp], key=lambda f: f.at))
+    hops = tuple(
+        _hop(f, started) for f in sorted([*story, *replies, *resets, *icmp], key=lambda f: f.at)
+    )
     connect_ms = (t.connected_at - t.started) * 1000 if t.connected_at else None
     rtt_ms = (t.answered_at - (t.connected_at or t.started)) * 1000 if t.answered_at else None
     return Attempt(

@@ -35,26 +35,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def make_lab(source: str | Path | list[dict[str, Any]], proxy_mode: str | None = None):
-    """A Lab (not yet up) from a file, a built-in scenario name, or YAML documents as dicts."""
-    from testbed.lab import Lab
-
-    if isinstance(source, list):
-        return Lab.from_docs(source, proxy_mode)
-    from testbed.cli import resolve_scenario
-
-    return Lab.from_file(str(resolve_scenario(str(source))), proxy_mode)
-
-
 @pytest.fixture
 def lab() -> Iterator[Callable[..., Any]]:
     """Factory: lab(scenario, proxy_mode=None) -> a Lab that is up; torn down after the test."""
     if os.geteuid() != 0:
         pytest.skip(SKIP_REASON)
+    from testbed.builders import load
+
     built: list[Any] = []
 
     def make(source: str | Path | list[dict[str, Any]], proxy_mode: str | None = None) -> Any:
-        instance = make_lab(source, proxy_mode)
+        instance = load(source, proxy_mode)
         built.append(instance)
         return instance.up()
 

@@ -26,6 +26,7 @@ class ScenarioResult:
     seconds: float
     verdicts: tuple[Verdict, ...]
     error: str | None = None  # the scenario could not be built or probed
+    description: str = ""  # the scenario's one-line story
 
     @property
     def passed(self) -> bool:
@@ -83,6 +84,7 @@ def table(results: Sequence[ScenarioResult], summary: bool = True) -> str:
             lines.append(fmt(HEADER))
             for verdict, row in zip(res.verdicts, rows, strict=True):
                 lines.append(fmt(row))
+                lines += [f"      | {line}" for line in verdict.lines]
                 lines += [f"      - {reason}" for reason in verdict.reasons]
         lines.append("")
     if summary:
@@ -128,6 +130,8 @@ def to_json(results: Sequence[ScenarioResult]) -> dict:
         }
         if res.error:
             item["error"] = res.error
+        if res.description:
+            item["description"] = res.description
         scenarios.append(item)
     return {"summary": summary, "scenarios": scenarios}
 

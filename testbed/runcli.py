@@ -6,7 +6,16 @@ import argparse
 import json
 import sys
 
-from testbed.cli import CliError, find_lab, library, require_root, resolve_scenario
+from testbed.cli import (
+    CliError,
+    check_limits,
+    find_lab,
+    library,
+    load_both,
+    load_plan,
+    require_root,
+    resolve_scenario,
+)
 
 
 def _progress(enabled: bool):
@@ -27,6 +36,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     paths = [str(resolve_scenario(s)) for s in args.scenarios] or [str(p) for p in library()]
     if not paths:
         raise CliError("no scenarios to run", 2)
+    for path in paths:  # bad input is refused before any lab is built
+        check_limits(load_plan(path, args.proxy_mode))
+    if args.plots:
+        from testbed import plots
+
+        if not plots.available():
+            raise CliError(plots.MISSING, 2)
     progress = _progress(sys.stderr.isatty() and not args.quiet)
     results = []
     from testbed import signals
@@ -34,8 +50,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         with signals.handled():
             for path in paths:
-                result = runner.run_file(path, args.proxy_mode, args.pcap, progress)
+                result, observed = runner.run_path(path, args.proxy_mode, args.pcap, progress)
                 results.append(result)
+                if args.plots:
+                    _plot(args.plots, path, args.proxy_mode, result, observed)
                 if progress:
                     sys.stderr.write("\r\x1b[K")
                 print(report.table([result], summary=False) + "\n", flush=True)
@@ -52,27 +70,49 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
-def cmd_probe(args: argparse.Namespace) -> int:
+def _plot(directory: str, path: str, proxy_mode: str | None, result, observed) -> None:
+    from testbed import plots
+
+    scenario = load_both(path, proxy_mode)[0]
+    probes = [*scenario.lab.probes, *(s.probe for s in scenario.lab.steps if s.probe)]
+    paced = {p.name for p in probes if p.measure_latency}
+    for written in plots.write(directory, result, observed, paced):
+        print(f"wrote {written}", file=sys.stderr)
+
+
+def cmd_lb(args: argparse.Namespace) -> int:
     require_root()
-    from testbed import api
+    from testbed import lbview, runner
 
     found = find_lab(args.lab)
+    plan = runner.load(found.file, found.proxy_mode)
+    print(lbview.describe(plan, found.id, lbview.look(plan, found.id)))
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    require_root()
+    from testbed import report
+    from testbed.lab import Lab, LabError
+
+    found = find_lab(args.lab)
+    lab = Lab.attach(found)
+    port = int(args.port) if args.port and args.port.isdigit() else args.port
     try:
-        verdict, observed = api.probe_running_lab(
-            found,
+        verdict = lab.probe(
             source=args.source,
             service=args.to,
             via=args.via,
             node=args.node,
-            port=args.port,
+            port=port,
             count=args.count,
             protocol=args.protocol,
             address=args.address,
         )
-    except (LookupError, ValueError) as exc:
+    except LabError as exc:
         raise CliError(str(exc), 2) from None
-    from testbed import report
-
+    finally:
+        lab.close()
     result = report.ScenarioResult(found.name, found.file, found.proxy_mode, 0.0, (verdict,))
     print(report.table([result]))
     return 0 if verdict.passed else 1
@@ -85,8 +125,13 @@ def add_commands(sub, modes: list[str]) -> None:
     p.add_argument("--json", metavar="FILE", help="write the JSON report here")
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report here")
     p.add_argument("--pcap", metavar="DIR", help="write one pcap per probe and hop here")
+    p.add_argument("--plots", metavar="DIR", help="draw shares and latency as PNG files here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("lb", help="show the edge load balancer of a lab left up: routes, checks")
+    p.add_argument("lab", nargs="?", help="lab id or name (default: the only lab up)")
+    p.set_defaults(func=cmd_lb)
 
     p = sub.add_parser("probe", help="probe a lab left up by `testbed up`")
     p.add_argument("lab", nargs="?", help="lab id or name (default: the only lab up)")

@@ -2,7 +2,8 @@
 
 The only place where the lab, the probes, the oracle and the judge meet. Each
 scenario gets its own lab; a failure to build is reported as that scenario's
-error and the next scenario still runs.
+error and the next scenario still runs. The scenario's steps run after its
+probes, on the same lab; their probes' verdicts follow the probes' ones.
 """
 
 from __future__ import annotations
@@ -51,28 +52,25 @@ def run_plan(
     scenario: Scenario | None = None,
 ) -> tuple[ScenarioResult, list[Observation]]:
     started = time.monotonic()
-    verdicts = []
-    observations = []
     lab = Lab(plan, scenario=scenario)
     lab.keep_raw_frames = bool(pcap_dir)
+
+    def after_probe(name: str, mark: float) -> None:
+        if pcap_dir:
+            _write_pcaps(pcap_dir, plan.name, name, lab.captures.frames(since=mark))
+        lab.captures.clear()
+
     with lab:
-        lab.wait_for_edge()
-        for probe in plan.probes:
-            if progress:
-                progress(f"{plan.name}: {probe.name} ({probe.count} x {probe.protocol})")
-            mark = time.time()
-            observed, verdict = lab.observe(probe)
-            if pcap_dir:
-                _write_pcaps(pcap_dir, plan.name, probe.name, lab.captures.frames(since=mark))
-            lab.captures.clear()
-            observations.append(observed)
-            verdicts.append(verdict)
+        results = lab.run_all(progress, after_probe)
+    observations = [observed for observed, _ in results]
+    verdicts = [verdict for _, verdict in results]
     result = ScenarioResult(
         name=plan.name,
         file=plan.file,
         proxy_mode=plan.proxy.mode,
         seconds=round(time.monotonic() - started, 3),
         verdicts=tuple(verdicts),
+        description=plan.description,
     )
     return result, observations
 
@@ -83,23 +81,36 @@ def run_file(
     pcap_dir: str | None = None,
     progress: Progress | None = None,
 ) -> ScenarioResult:
+    return run_path(path, proxy_mode, pcap_dir, progress)[0]
+
+
+def run_path(
+    path: str,
+    proxy_mode: str | None = None,
+    pcap_dir: str | None = None,
+    progress: Progress | None = None,
+) -> tuple[ScenarioResult, list[Observation]]:
+    """Like run_file, with the observations too (the pictures need every attempt)."""
     from testbed.scenario import ScenarioError
 
     started = time.monotonic()
     try:
         scenario, plan = load_both(path, proxy_mode)
     except ScenarioError as exc:
-        return ScenarioResult(
+        failed = ScenarioResult(
             os.path.basename(path), path, proxy_mode or "iptables", 0.0, (), error=str(exc)
         )
+        return failed, []
     try:
-        return run_plan(plan, pcap_dir, progress, scenario)[0]
+        return run_plan(plan, pcap_dir, progress, scenario)
     except Exception as exc:  # one broken scenario must not stop the library run
-        return ScenarioResult(
+        failed = ScenarioResult(
             plan.name,
             path,
             plan.proxy.mode,
             round(time.monotonic() - started, 3),
             (),
             error=f"{exc}",
+            description=plan.description,
         )
+        return failed, []

@@ -7,7 +7,8 @@ error says so instead of silently ignoring the field. Every error is a
 `ScenarioError` whose text is one line, `FILE:LINE: FIELD.PATH: reason`.
 
 Reading order is Lab, Nodes, Services, Deployments, Pods, EndpointSlices, then
-the Lab's probes, so each step can check its references against the ones before.
+the Lab's probes and steps, so each part can check its references against the
+ones before.
 """
 
 from __future__ import annotations
@@ -104,6 +105,36 @@ class KubeProxySpec:
     what_if: tuple[str, ...] = ()
 
 
+CHANGE_ACTIONS = ("deletePod", "scale", "setPolicy", "proxyHealthy")
+STEP_ACTIONS = (*CHANGE_ACTIONS, "waitForHealthChecks", "probe", "probeDuringConvergence")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing done to the running lab after spec.probes, in the order written.
+
+    Changes (deletePod, scale, setPolicy, proxyHealthy) edit the world; the rest
+    wait for the edge or probe it. A probe step's verdict carries the step's name.
+    """
+
+    name: str
+    action: str  # one of STEP_ACTIONS
+    pod: str | None = None  # deletePod
+    deployment: str | None = None  # scale: namespace/name
+    replicas: int = 0
+    service: str | None = None  # setPolicy: namespace/name
+    external_policy: str | None = None
+    internal_policy: str | None = None
+    node: str | None = None  # proxyHealthy
+    healthy: bool = True
+    probe: ProbePlan | None = None  # probe, probeDuringConvergence
+    loc: Loc = field(default=NOWHERE, compare=False)
+
+    @property
+    def changes_lab(self) -> bool:
+        return self.action in CHANGE_ACTIONS
+
+
 @dataclass(frozen=True)
 class LabSpec:
     name: str
@@ -115,6 +146,7 @@ class LabSpec:
     load_balancer: LoadBalancerConfig = field(default_factory=LoadBalancerConfig)
     kube_proxy: KubeProxySpec = field(default_factory=KubeProxySpec)
     probes: tuple[ProbePlan, ...] = ()
+    steps: tuple[Step, ...] = ()  # run after the probes, in order
     # where each network setting was written (or the Lab's line for defaults)
     locs: Mapping[str, Loc] = field(default_factory=dict, compare=False, hash=False)
 
@@ -673,6 +705,8 @@ class _Reader:
         self.warnings: list[str] = []
         self.lab: LabSpec | None = None
         self.lab_probes: _V | None = None
+        self.lab_steps: _V | None = None
+        self.probe_names: dict[str, Loc] = {}  # probes and steps share one name space
         self.nets: dict[str, ipaddress.IPv4Network] = {}
         self.node_objects: dict[str, NodeObject] = {}
         self.services: dict[str, Service] = {}
@@ -707,10 +741,11 @@ class _Reader:
                     getattr(self, f"_read_{kind.lower()}")(obj, order)
         assert self.lab is not None
         probes = self._probes(self.lab_probes) if self.lab_probes is not None else ()
+        steps = self._steps(self.lab_steps) if self.lab_steps is not None else ()
         self._warn_empty_services()
         return Scenario(
             file=self.file,
-            lab=replace(self.lab, probes=probes),
+            lab=replace(self.lab, probes=probes, steps=steps),
             services=tuple(self.services.values()),
             deployments=tuple(self.deployments),
             pods=tuple(self.pods.values()),
@@ -785,7 +820,16 @@ class _Reader:
         description = " ".join(description_v.string(empty=True).split()) if description_v else ""
         spec = obj.get("spec") or _V(YMap(obj.loc.line), obj.key_loc("spec"))
         spec.mapping(
-            ("proxyMode", "nodes", "network", "clients", "loadBalancer", "kubeProxy", "probes")
+            (
+                "proxyMode",
+                "nodes",
+                "network",
+                "clients",
+                "loadBalancer",
+                "kubeProxy",
+                "probes",
+                "steps",
+            )
         )
         locs: dict[str, Loc] = {"lab": obj.loc}
         proxy_v = spec.get("proxyMode")
@@ -808,6 +852,7 @@ class _Reader:
             self.seen.claim("source", node.name, node.loc, _source_clash(node.name))
         self.lab = replace(self.lab, clients=self._clients(spec.get("clients")))
         self.lab_probes = spec.get("probes")
+        self.lab_steps = spec.get("steps")
 
     def _lab_nodes(self, spec: _V, locs: dict[str, Loc]) -> tuple[LabNode, ...]:
         nodes_v = spec.get("nodes")
@@ -1594,34 +1639,142 @@ class _Reader:
     # probes
 
     def _probes(self, probes_v: _V) -> tuple[ProbePlan, ...]:
+        return tuple(self._probe(item) for item in probes_v.items())
+
+    def _claim_name(self, name_v: _V, what: str) -> str:
+        name = name_v.dns_label(what=f"{what} name")
+        if name in self.probe_names:
+            first = self.probe_names[name].line
+            name_v.fail(f"duplicate {what} name {name!r} (first at line {first})")
+        self.probe_names[name] = name_v.loc
+        return name
+
+    def _probe(self, item: _V, step_name: str | None = None) -> ProbePlan:
+        """A spec.probes entry; inside a step the step's name names it."""
+        item.mapping(("name", "from", "to", "protocol", "count", "expect", "measureLatency"))
+        if step_name is None:
+            name = self._claim_name(item.need("name"), "probe")
+        else:
+            name = step_name
+            if (name_v := item.get("name")) is not None and name_v.value != step_name:
+                name_v.fail(f"a step's probe is named by the step ({step_name!r}); leave it out")
+        source_v = item.need("from")
+        source = source_v.string()
+        if self.seen.owner("source", source) is None:
+            source_v.fail(f"{show(source)} is not a client, pod or node of this scenario")
+        protocol_v = item.get("protocol")
+        protocol = _protocol(protocol_v) if protocol_v else None
+        target, protocol = self._target(item.need("to"), protocol)
+        count_v = item.get("count")
+        count = (
+            count_v.integer(1, MAX_PROBE_COUNT, f"{count_v.value} is outside 1-{MAX_PROBE_COUNT}")
+            if count_v
+            else 1
+        )
+        expect_v = item.get("expect")
+        expect = self._expectation(expect_v) if expect_v is not None else None
+        latency_v = item.get("measureLatency")
+        latency = latency_v.boolean() if latency_v is not None else False
+        if latency and protocol != TCP:
+            latency_v.fail("latency is measured on TCP connections only")
+        return ProbePlan(name, source, target, protocol, count, expect, latency)
+
+    # steps
+
+    def _steps(self, steps_v: _V) -> tuple[Step, ...]:
+        """Steps in order; each is checked against the world the steps before it leave."""
+        alive = set(self.pods) | {p for d in self.deployments for p in d.pod_names()}
+        deleted: set[str] = set()
+        changed = False
         out = []
-        names: dict[str, Loc] = {}
-        for item in probes_v.items():
-            item.mapping(("name", "from", "to", "protocol", "count", "expect"))
-            name_v = item.need("name")
-            name = name_v.dns_label(what="probe name")
-            if name in names:
-                name_v.fail(f"duplicate probe name {name!r} (first at line {names[name].line})")
-            names[name] = name_v.loc
-            source_v = item.need("from")
-            source = source_v.string()
-            if self.seen.owner("source", source) is None:
-                source_v.fail(f"{show(source)} is not a client, pod or node of this scenario")
-            protocol_v = item.get("protocol")
-            protocol = _protocol(protocol_v) if protocol_v else None
-            target, protocol = self._target(item.need("to"), protocol)
-            count_v = item.get("count")
-            count = (
-                count_v.integer(
-                    1, MAX_PROBE_COUNT, f"{count_v.value} is outside 1-{MAX_PROBE_COUNT}"
+        for item in steps_v.items():
+            item.mapping(("name", *STEP_ACTIONS))
+            name = self._claim_name(item.need("name"), "step")
+            actions = [a for a in STEP_ACTIONS if item.get(a) is not None]
+            if not actions:
+                item.fail(f"a step needs one action: {', '.join(STEP_ACTIONS)}")
+            if len(actions) > 1:
+                raise item.key_loc(actions[1]).error(
+                    f"one action per step: {actions[0]} and {actions[1]} are both given"
                 )
-                if count_v
-                else 1
-            )
-            expect_v = item.get("expect")
-            expect = self._expectation(expect_v) if expect_v is not None else None
-            out.append(ProbePlan(name, source, target, protocol, count, expect))
+            action = actions[0]
+            v = item.need(action)
+            step = Step(name, action, loc=item.loc)
+            if action == "deletePod":
+                pod = v.string()
+                if pod not in alive:
+                    why = "an earlier step deleted it" if pod in deleted else "no such pod"
+                    v.fail(f"cannot delete pod {show(pod)}: {why}")
+                alive.discard(pod)
+                deleted.add(pod)
+                step = replace(step, pod=pod)
+            elif action == "scale":
+                step = self._scale_step(v, step, alive, deleted)
+            elif action == "setPolicy":
+                step = self._policy_step(v, step)
+            elif action == "proxyHealthy":
+                v.mapping(("node", "healthy"))
+                node_v = v.need("node")
+                node = node_v.string()
+                assert self.lab is not None
+                names = [n.name for n in self.lab.nodes]
+                if node not in names:
+                    node_v.fail(f"no node named {show(node)} in the lab ({_few(names)})")
+                step = replace(step, node=node, healthy=v.need("healthy").boolean())
+            elif action == "waitForHealthChecks":
+                if v.boolean() is not True:
+                    v.fail("must be true (leave the step out not to wait)")
+            else:
+                if action == "probeDuringConvergence" and not changed:
+                    v.fail(
+                        "probeDuringConvergence watches the edge converge after a change: "
+                        "put a deletePod, scale, setPolicy or proxyHealthy step before it"
+                    )
+                probe = self._probe(v, step_name=name)
+                if action == "probeDuringConvergence" and probe.target.via not in (
+                    "loadBalancer",
+                    "externalIP",
+                ):
+                    (v.get("to") or v).fail(
+                        "probeDuringConvergence watches the edge: aim it at "
+                        "via: loadBalancer or via: externalIP"
+                    )
+                step = replace(step, probe=probe)
+            changed = changed or step.changes_lab
+            out.append(step)
         return tuple(out)
+
+    def _scale_step(self, v: _V, step: Step, alive: set[str], deleted: set[str]) -> Step:
+        v.mapping(("deployment", "replicas"))
+        dep_v = v.need("deployment")
+        ref = dep_v.string()
+        key = ref if "/" in ref else f"default/{ref}"
+        found = [d for d in self.deployments if f"{d.namespace}/{d.name}" == key]
+        if not found:
+            dep_v.fail(f"no Deployment {key} in the scenario")
+        replicas_v = v.need("replicas")
+        replicas = replicas_v.integer(0, MAX_REPLICAS, f"must be 0-{MAX_REPLICAS}")
+        alive -= set(found[0].pod_names())
+        alive |= set(replace(found[0], replicas=replicas).pod_names()) - deleted
+        return replace(step, deployment=key, replicas=replicas)
+
+    def _policy_step(self, v: _V, step: Step) -> Step:
+        v.mapping(("service", "externalTrafficPolicy", "internalTrafficPolicy"))
+        svc_v = v.need("service")
+        ref = svc_v.string()
+        key = ref if "/" in ref else f"default/{ref}"
+        svc = self.services.get(key)
+        if svc is None:
+            svc_v.fail(f"no Service {key} in the scenario")
+        ext_v, int_v = v.get("externalTrafficPolicy"), v.get("internalTrafficPolicy")
+        if ext_v is None and int_v is None:
+            v.fail("give externalTrafficPolicy, internalTrafficPolicy or both")
+        external = ext_v.enum("Cluster", "Local") if ext_v is not None else None
+        internal = int_v.enum("Cluster", "Local") if int_v is not None else None
+        if external == "Local" and not svc.external:
+            assert ext_v is not None
+            ext_v.fail(f"Service {key} is {svc.type}: Local needs NodePort or LoadBalancer")
+        return replace(step, service=key, external_policy=external, internal_policy=internal)
 
     def _target(self, to_v: _V, protocol: str | None) -> tuple[Target, str]:
         to_v.mapping(("service", "port", "via", "node", "address"))

@@ -2,8 +2,8 @@
 
 A state file is written before the first namespace exists and lists every
 namespace the lab will make, so a run killed half-way still leaves a complete
-record. `clean` also sweeps namespaces by their `tb-` prefix, so a lab whose
-state file is gone is still found.
+record. `clean` also sweeps namespaces by their prefix (`tb-`, or
+TESTBED_NS_PREFIX), so a lab whose state file is gone is still found.
 """
 
 from __future__ import annotations

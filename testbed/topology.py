@@ -15,6 +15,7 @@ route: outside traffic enters only through node addresses and VIPs.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 
 from netaddr import IPNetwork
@@ -24,7 +25,9 @@ from testbed.model import Plan
 EDGE = "edge"
 FABRIC_BRIDGE = "br-fabric"
 EXT_BRIDGE = "br-ext"
-NS_PREFIX = "tb-"
+# Every lab namespace starts with this; a private prefix (TESTBED_NS_PREFIX, with a private
+# TESTBED_STATE_DIR) gives tests labs that another user's `testbed clean` never sweeps.
+NS_PREFIX = os.environ.get("TESTBED_NS_PREFIX") or "tb-"
 IFNAME_MAX = 15
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Sequence
 
+from testbed import netns
 from testbed.model import NodePlan, ProxyOptions, ServicePlan
 
 
@@ -19,7 +20,9 @@ def render(node: NodePlan, services: Sequence[ServicePlan], opts: ProxyOptions) 
 
 
 def ns_command(ns: str, argv: Sequence[str]) -> list[str]:
-    return ["ip", "netns", "exec", ns, *argv]
+    """`argv` run inside the namespace. Not `ip netns exec`: that opens a netlink socket
+    in the host namespace before it switches; nsenter only opens the namespace file."""
+    return ["nsenter", f"--net={netns.path(ns)}", *argv]
 
 
 def loader(mode: str, check: bool = False) -> list[str]:

@@ -24,8 +24,8 @@ _runs: dict[tuple[str, str], tuple] = {}
 def run(name: str, mode: str):
     key = (name, mode)
     if key not in _runs:
-        plan = runner.load(str(LIBRARY[0].parent / f"{name}.yaml"), mode)
-        _runs[key] = runner.run_plan(plan)
+        scenario, plan = runner.load_both(str(LIBRARY[0].parent / f"{name}.yaml"), mode)
+        _runs[key] = runner.run_plan(plan, scenario=scenario)
     return _runs[key]
 
 

@@ -53,7 +53,7 @@ def test_ip_batch_builds_the_same_wiring() -> None:
         "link set br-fabric up",
         "link set node-1 master br-fabric",
         "link set node-1 up",
-        "route add 198.51.100.10/32 nexthop via 172.18.0.11 nexthop via 172.18.0.12",
+        "route add 198.51.100.10/32 proto static nexthop via 172.18.0.11 nexthop via 172.18.0.12",
     ]
     assert per["tbb-1-node-1"] == [
         "link set lo up",
@@ -61,15 +61,15 @@ def test_ip_batch_builds_the_same_wiring() -> None:
         "link set web-0 up",
         "addr add 172.18.0.11/24 dev eth0",
         "addr add 10.244.1.1/32 dev web-0",
-        "route add default via 172.18.0.1",
-        "route add 10.244.1.2/32 dev web-0 scope link",
+        "route add default via 172.18.0.1 proto static",
+        "route add 10.244.1.2/32 dev web-0 scope link proto static",
     ]
     assert per["tbb-1-web-0"] == [
         "link set lo up",
         "link set eth0 up",
         "addr add 10.244.1.2/32 dev eth0",
-        "route add 10.244.1.1/32 dev eth0 scope link",
-        "route add default via 10.244.1.1",
+        "route add 10.244.1.1/32 dev eth0 scope link proto static",
+        "route add default via 10.244.1.1 proto static",
     ]
     assert batch.teardown.splitlines() == [
         "netns del tbb-1-edge",

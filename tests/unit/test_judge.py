@@ -296,7 +296,8 @@ def test_no_attempts_is_a_failure() -> None:
 
 def test_verdict_report_shape() -> None:
     report = run(LOCAL, probe(), local_split(25, 25)).as_report()
-    assert set(report) == {"name", "passed", "observed", "expected", "oracle", "reasons"}
+    required = {"name", "passed", "observed", "expected", "oracle", "reasons"}
+    assert required <= set(report) and set(report) - required <= {"nodes", "latency"}
     assert report["reasons"] == []
     assert report["observed"]["sent"] == 50
 

@@ -1,0 +1,99 @@
+"""Load: 10,000 probes against one service, every one accounted for, in bounded memory.
+
+The run is a child process under a soft RLIMIT_NOFILE of 1024 (what a login shell
+usually gives): 10,000 sockets at once would fail with EMFILE, so this also proves
+the probe runs its attempts in batches. Its peak memory is the child's ru_maxrss,
+read with wait4 for that child alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.conftest import ROOT, Private
+
+pytestmark = [pytest.mark.reliability, pytest.mark.lab]
+
+COUNT = 10_000
+PEAK_MB = 300
+FD_LIMIT = 1024
+
+SCENARIO = f"""apiVersion: testbed/v1alpha1
+kind: Lab
+metadata: {{name: ten-thousand}}
+spec:
+  nodes: 1
+  clients: [{{name: client, ip: 203.0.113.10}}]
+  probes:
+    - name: ten-thousand
+      from: client
+      to: {{service: web, port: 80, via: nodePort, node: node-1}}
+      count: {COUNT}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  type: NodePort
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080, nodePort: 30080}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec: {{containers: [{{name: web, ports: [{{containerPort: 8080}}]}}]}}
+"""
+
+
+def _low_fd_limit() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(FD_LIMIT, hard), hard))
+
+
+def test_ten_thousand_probes_are_all_accounted_for_in_bounded_memory(
+    private: Private, tmp_path: Path
+):
+    path, report, log = tmp_path / "load.yaml", tmp_path / "load.json", tmp_path / "out.txt"
+    path.write_text(SCENARIO)
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            private.argv("run", "-q", str(path), "--json", str(report)),
+            cwd=ROOT,
+            env=private.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_low_fd_limit,
+        )
+        private.procs.append(proc)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    peak_mb = usage.ru_maxrss / 1024
+    assert proc.returncode in (0, 1), log.read_text()[-2000:]
+    scenario = json.loads(report.read_text())["scenarios"][0]
+    assert not scenario.get("error"), scenario["error"]
+    (probe,) = scenario["probes"]
+    seen = probe["observed"]
+    accounted = seen["delivered"] + seen["dropped"] + seen["rejected"]
+    print(
+        f"\nLOAD: {seen['sent']} probes: {seen['delivered']} delivered, {seen['dropped']} dropped,"
+        f" {seen['rejected']} rejected ({COUNT - accounted} unknown); pods {seen['pods']};"
+        f" peak memory {peak_mb:.0f} MB (limit {PEAK_MB}); soft RLIMIT_NOFILE {FD_LIMIT};"
+        f" exit {proc.returncode}"
+    )
+    assert seen["sent"] == COUNT
+    assert accounted == COUNT
+    assert sum(seen["pods"].values()) == seen["delivered"]
+    assert seen["delivered"] >= COUNT * 0.99, "nearly every attempt reaches the one pod"
+    assert peak_mb < PEAK_MB
+    assert private.namespaces() == set() and private.state_files() == set()

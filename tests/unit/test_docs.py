@@ -1,0 +1,62 @@
+"""The scenario-format reference keeps up with the loader: every field it reads is documented."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from testbed import scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = ROOT / "docs" / "scenario-format.md"
+
+
+def _names(node: ast.expr) -> set[str]:
+    """Field names in a mapping() argument: a tuple of strings, _words("..."), *CONSTANT."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return {n for item in node.elts for n in _names(item)}
+    if isinstance(node, ast.Starred):
+        return _names(node.value)
+    if isinstance(node, ast.Name):
+        value = getattr(scenario, node.id, ())
+        return {v for v in value if isinstance(v, str)}
+    if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "_words":
+        return set(node.args[0].value.split())  # type: ignore[attr-defined]
+    if isinstance(node, ast.Dict):
+        return {k.value for k in node.keys if isinstance(k, ast.Constant)}
+    return set()
+
+
+def loader_fields() -> set[str]:
+    """Every field name the loader accepts or refuses by name (`.mapping(known, ...)`)."""
+    tree = ast.parse(Path(scenario.__file__).read_text())
+    fields: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "mapping":
+            if node.args:
+                fields |= _names(node.args[0])
+            for kw in node.keywords:
+                if kw.arg == "unsupported":
+                    fields |= _names(kw.value)
+            if len(node.args) > 2:
+                fields |= _names(node.args[2])
+    for name, value in vars(scenario).items():  # refused fields kept in module constants
+        if name.endswith("_UNSUPPORTED") and isinstance(value, dict):
+            fields |= set(value)
+    return fields
+
+
+def test_the_walk_finds_the_fields_it_should():
+    fields = loader_fields()
+    assert {"externalTrafficPolicy", "nodePort", "whatIf", "podAntiAffinity", "share"} <= fields
+    assert {"hostNetwork", "externalName"} <= fields  # refused ones too
+    assert len(fields) > 100
+
+
+def test_every_field_the_loader_reads_is_in_the_reference():
+    words = set(re.findall(r"[A-Za-z][A-Za-z0-9]*", REFERENCE.read_text()))
+    missing = sorted(loader_fields() - words)
+    assert not missing, f"docs/scenario-format.md does not mention: {', '.join(missing)}"
