@@ -369,12 +369,14 @@ class Config:
 
 
 class Sandbox:
-    """The benchmark's own namespaces and child processes, all removed on exit."""
+    """The benchmark's own namespaces and child processes, all removed on exit, and the
+    failures met on the way (a failed part is reported, the rest still runs)."""
 
     def __init__(self) -> None:
         self.prefix = f"{NS_PREFIX}{os.getpid()}-"
         self._count = 0
-        self.children: set[subprocess.Popen[bytes]] = set()
+        self.children: set[subprocess.Popen[str]] = set()
+        self.failures: list[str] = []
 
     def name(self, what: str) -> str:
         self._count += 1
@@ -585,19 +587,34 @@ sys.exit(code if code >= 0 else 128 - code)
 """
 
 
-def run_child(sandbox: Sandbox, argv: list[str]) -> tuple[int, str, float, float]:
-    """(exit code, stdout, wall seconds, peak RSS in MB) of a program run in a child."""
+@dataclass(frozen=True)
+class ChildRun:
+    code: int
+    out: str
+    err: str
+    wall: float  # seconds
+    peak_mb: float  # ru_maxrss
+
+    @property
+    def why(self) -> str:
+        """The last line the child wrote to stderr: usually the exception."""
+        lines = self.err.strip().splitlines()
+        return f"exit {self.code}: {lines[-1] if lines else 'no message'}"
+
+
+def run_child(sandbox: Sandbox, argv: list[str]) -> ChildRun:
+    """Run a program in a child (through the launcher) and read its peak memory."""
     start = time.perf_counter()
     child = subprocess.Popen(
         [sys.executable, "-c", _LAUNCHER, *argv],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         cwd=ROOT,
         text=True,
     )
     sandbox.children.add(child)
     try:
-        out, _ = child.communicate()
+        out, err = child.communicate()
     finally:
         if child.poll() is None:
             child.terminate()
@@ -607,7 +624,7 @@ def run_child(sandbox: Sandbox, argv: list[str]) -> tuple[int, str, float, float
     body, _, last = out.rstrip("\n").rpartition("\n")
     if not last.startswith("maxrss_kib "):
         raise RuntimeError(f"{argv[0]}: no memory report (exit {child.returncode})")
-    return child.returncode, body, wall, int(last.split()[1]) / 1024
+    return ChildRun(child.returncode, body, err, wall, int(last.split()[1]) / 1024)
 
 
 def load_plan(path: Path | str, mode: str | None = None) -> Plan:
@@ -713,102 +730,128 @@ def _scale_note(labs: list[dict[str, Any]], has_target: bool) -> str:
         return "" if has_target else "no target at this size"
     wiring = median([r["wiring"] for r in labs])
     rules = median([r["rules"] for r in labs])
-    total = median([r["up"] + r["down"] for r in labs])
+    rest = median([r["up"] + r["down"] - r["wiring"] - r["rules"] for r in labs])
     split = (
         f"medians: wiring {wiring:.1f} s, rule sync {rules:.1f} s,"
-        f" rest {total - wiring - rules:.1f} s (serve=False)"
+        f" rest (sysctls, state, teardown) {rest:.1f} s; serve=False"
     )
     return split if has_target else f"{split}; no target at this size"
 
 
-def bench_scale(cfg: Config, sandbox: Sandbox, log: Callable[[str], None]) -> list[Figure]:
-    from testbed import netbuild, state, topology
+def _scale_lab(sandbox: Sandbox, spec: str, rep: int, wiring: Wiring, log) -> ChildRun:
+    """One scale lab built and torn down in a child; retried when something else broke it.
+
+    Other labs' `testbed clean` removes every `tb-` namespace it finds, a lab under
+    construction included; a repetition that fails that way is run again (twice at most).
+    """
+    from testbed import netbuild, state
     from testbed.topology import ns_name
+
+    for attempt in range(3):
+        lab_id = f"bench{os.getpid()}-{spec}-{rep}{'abc'[attempt]}"
+        argv = [sys.executable, "-m", "testbed.bench", "--child-scale", spec, "--lab-id", lab_id]
+        try:
+            child = run_child(sandbox, argv)
+        finally:  # a child killed half-way leaves namespaces its Lab could not remove
+            netbuild.remove_all(ns_name(lab_id, s) for s in wiring.namespaces)
+            state.forget(lab_id)
+        if child.code == 0:
+            return child
+        log(f"scale {spec}: lab child failed ({child.why}); trying again")
+    raise RuntimeError(f"scale child {spec} failed three times; last: {child.why}")
+
+
+def bench_scale(cfg: Config, sandbox: Sandbox, log: Callable[[str], None]) -> list[Figure]:
 
     figures: list[Figure] = []
     first = True
     for nodes, pods in cfg.scale:
         spec = f"{nodes}x{pods}"
-        plan = scale_plan(nodes, pods)
-        wiring = topology.wire(plan, "floor")
-        count = len(wiring.namespaces)
-        labs: list[dict[str, Any]] = []
-        rss: list[float] = []
-        floor_s: list[float] = []
-        reps = cfg.reps + (cfg.warmup if first else 0)
-        for rep in range(reps):
-            lab_id = f"bench{os.getpid()}-{spec}-{rep}"
-            argv = [sys.executable, "-m", "testbed.bench", "--child-scale", spec]
-            before = _netns_count()
-            try:
-                code, out, wall, peak = run_child(sandbox, [*argv, "--lab-id", lab_id])
-            finally:  # a child killed half-way leaves namespaces its Lab could not remove
-                netbuild.remove_all(ns_name(lab_id, s) for s in wiring.namespaces)
-                state.forget(lab_id)
-            if code != 0:
-                raise RuntimeError(f"scale child {spec} exited with {code}")
-            waited = settle(before)
-            batch = ip_batch(wiring, sandbox.name(f"s{spec}") + "-")
-            before = _netns_count()
-            built, torn = time_ip_batch(batch)
-            waited += settle(before)
-            log(
-                f"scale {spec} ({count} namespaces) {rep + 1}/{reps}: lab child {wall:.1f} s,"
-                f" ip floor {built + torn:.1f} s, cleanup waits {waited:.1f} s"
-            )
-            if first and rep < cfg.warmup:
-                continue
-            labs.append(json.loads(out.strip().splitlines()[-1]))
-            rss.append(peak)
-            floor_s.append(built + torn)
+        try:
+            figures += _bench_scale_size(cfg, sandbox, log, nodes, pods, warm=first)
+        except Exception as exc:  # one size failing must not hide the others
+            sandbox.failures.append(f"scale {spec}: {exc}")
+            log(f"scale {spec}: failed: {exc}")
         first = False
-        per_ns = tuple(1000 * (r["wiring"] + r["down"]) / count for r in labs if r["wiring"])
-        floor_per_ns = tuple(1000 * f / count for f in floor_s)
-        if per_ns:
-            figures.append(
-                Figure(
-                    f"scale {spec}: wiring per namespace vs ip -batch",
-                    "ms/ns",
-                    per_ns,
-                    floor_per_ns,
-                    "ip -batch build+delete per namespace",
-                    1.5,
-                    "<=",
-                    on_ratio=True,
-                    extra={"namespaces": count},
-                )
-            )
-        is_big = (nodes, pods) == (100, 10)
+    return figures
+
+
+def _bench_scale_size(cfg, sandbox, log, nodes: int, pods: int, warm: bool) -> list[Figure]:
+    from testbed import topology
+
+    spec = f"{nodes}x{pods}"
+    plan = scale_plan(nodes, pods)
+    wiring = topology.wire(plan, "floor")
+    count = len(wiring.namespaces)
+    labs: list[dict[str, Any]] = []
+    rss: list[float] = []
+    floor_s: list[float] = []
+    reps = cfg.reps + (cfg.warmup if warm else 0)
+    for rep in range(reps):
+        before = _netns_count()
+        child = _scale_lab(sandbox, spec, rep, wiring, log)
+        waited = settle(before)
+        batch = ip_batch(wiring, sandbox.name(f"s{spec}") + "-")
+        before = _netns_count()
+        built, torn = time_ip_batch(batch)
+        waited += settle(before)
+        log(
+            f"scale {spec} ({count} namespaces) {rep + 1}/{reps}: lab child {child.wall:.1f} s,"
+            f" ip floor {built + torn:.1f} s, cleanup waits {waited:.1f} s"
+        )
+        if warm and rep < cfg.warmup:
+            continue
+        labs.append(json.loads(child.out.strip().splitlines()[-1]))
+        rss.append(child.peak_mb)
+        floor_s.append(built + torn)
+    figures: list[Figure] = []
+    per_ns = tuple(1000 * (r["wiring"] + r["down"]) / count for r in labs if r["wiring"])
+    floor_per_ns = tuple(1000 * f / count for f in floor_s)
+    if per_ns:
         figures.append(
             Figure(
-                f"scale {spec}: lab up+down total",
-                "s",
-                tuple(r["up"] + r["down"] for r in labs),
-                tuple(floor_s),
-                "ip -batch build+delete (no rules)",
-                12.0 if is_big else None,
-                "<",
-                note=_scale_note(labs, is_big),
-                extra={
-                    "up": [r["up"] for r in labs],
-                    "down": [r["down"] for r in labs],
-                    "wiring": [r["wiring"] for r in labs],
-                    "rules": [r.get("rules") for r in labs],
-                    "namespaces": count,
-                    "serve": False,
-                },
+                f"scale {spec}: wiring per namespace vs ip -batch",
+                "ms/ns",
+                per_ns,
+                floor_per_ns,
+                "ip -batch build+delete per namespace",
+                1.5,
+                "<=",
+                on_ratio=True,
+                extra={"namespaces": count},
             )
         )
-        if (nodes, pods) == cfg.scale[-1]:
-            figures.append(
-                Figure(
-                    f"peak RSS building {spec}",
-                    "MB",
-                    tuple(rss),
-                    target=300.0,
-                    note="ru_maxrss of the child process that built and tore down the lab",
-                )
+    is_big = (nodes, pods) == (100, 10)
+    figures.append(
+        Figure(
+            f"scale {spec}: lab up+down total",
+            "s",
+            tuple(r["up"] + r["down"] for r in labs),
+            tuple(floor_s),
+            "ip -batch build+delete (no rules)",
+            12.0 if is_big else None,
+            "<",
+            note=_scale_note(labs, is_big),
+            extra={
+                "up": [r["up"] for r in labs],
+                "down": [r["down"] for r in labs],
+                "wiring": [r["wiring"] for r in labs],
+                "rules": [r.get("rules") for r in labs],
+                "namespaces": count,
+                "serve": False,
+            },
+        )
+    )
+    if (nodes, pods) == cfg.scale[-1]:
+        figures.append(
+            Figure(
+                f"peak RSS building {spec}",
+                "MB",
+                tuple(rss),
+                target=300.0,
+                note="ru_maxrss of the child process that built and tore down the lab",
             )
+        )
     return figures
 
 
@@ -1163,18 +1206,18 @@ def bench_memory(cfg: Config, sandbox: Sandbox, log: Callable[[str], None]) -> l
         argv.append(str(DEFAULT_SCENARIO))
         what = "the default scenario (--quick)"
     log(f"memory: testbed run over {what}")
-    _, _, _, base_rss = run_child(sandbox, [sys.executable, "-c", "import testbed.lab"])
-    code, _, wall, peak = run_child(sandbox, argv)
+    base = run_child(sandbox, [sys.executable, "-c", "import testbed.lab"])
+    run = run_child(sandbox, argv)
     return [
         Figure(
             "peak RSS of testbed run",
             "MB",
-            (peak,),
-            (base_rss,),
+            (run.peak_mb,),
+            (base.peak_mb,),
             "python -c 'import testbed.lab'",
             300.0,
             "<",
-            note=f"one run over {what} ({wall:.1f} s, exit {code}); ru_maxrss of the child",
+            note=f"one run over {what} ({run.wall:.1f} s, exit {run.code}); ru_maxrss of the child",
         )
     ]
 
@@ -1286,6 +1329,9 @@ def run(args: argparse.Namespace) -> int:
     print(table(figures))
     for name, error in errors.items():
         print(f"section {name} failed: {error}")
+    for failure in sandbox.failures:
+        print(f"failed: {failure}")
+        code = 1
     print(f"\n{len(figures)} figures in {elapsed:.0f} s ({'quick' if args.quick else 'full'} run)")
     if args.json:
         report = {
@@ -1297,6 +1343,7 @@ def run(args: argparse.Namespace) -> int:
             "config": {k: v for k, v in vars(cfg).items()},
             "figures": [f.to_json() for f in figures],
             "errors": errors,
+            "failures": sandbox.failures,
         }
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=1)

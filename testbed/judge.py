@@ -588,9 +588,13 @@ def path_text(obs: Observation) -> str:
     if not obs.attempts:
         return f"{obs.source_address or '?'} -> {obs.target or '?'} | not sent"
     a = next((x for x in obs.attempts if x.outcome == DELIVERED), obs.attempts[0])
-    first = next((h for h in a.hops if h.kind in ("syn", "udp", "data")), None)
+    # as the source sent it; a node's own traffic is NATed before any capture point sees it
+    at_source = f"{obs.source}/eth0"
+    first = next(
+        (h for h in a.hops if h.kind in ("syn", "udp", "data") and h.point == at_source), None
+    )
     src = first.src if first else obs.source_address or "?"
-    dst = first.dst if first else obs.target or "?"
+    dst = obs.target or (first.dst if first else "?")
     parts = [f"{src} -> {dst}"]
     nat = [f"DNAT {a.dnat}"] if a.dnat else []
     nat += [f"SNAT {a.snat}"] if a.snat else []

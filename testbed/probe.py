@@ -213,6 +213,7 @@ class _Index:
         self.by_sport: dict[tuple[str, int], list[Frame]] = {}
         self.icmp: list[Frame] = []
         self.udp_replies: dict[tuple[str, int], list[Frame]] = {}
+        self.by_peer: dict[tuple[str, int], list[Frame]] = {}  # arriving SYNs and datagrams
         for f in frames:
             if f.proto == 6:
                 self.by_seq.setdefault(f.seq, []).append(f)
@@ -224,6 +225,10 @@ class _Index:
                 self.udp_replies.setdefault((f.point, f.dport), []).append(f)
             elif f.proto == 1:
                 self.icmp.append(f)
+            if not f.outgoing and (
+                f.proto == 17 or (f.proto == 6 and f.flags & SYN and not f.flags & ACK)
+            ):
+                self.by_peer.setdefault((f.src, f.sport), []).append(f)
 
 
 def _kind(f: Frame) -> str:
@@ -244,6 +249,15 @@ def _hop(f: Frame, started: float) -> Hop:
     )
 
 
+def _seen_at_pod(index: _Index, answer: bytes, pods_by_point: dict[str, str]) -> Frame | None:
+    """The packet a pod received from the peer it reported (`ip:port` from /clientip)."""
+    host, _, port = answer.decode(errors="replace").strip().rpartition(":")
+    if not port.isdigit():
+        return None
+    seen = [f for f in index.by_peer.get((host, int(port)), []) if f.point in pods_by_point]
+    return seen[0] if seen else None
+
+
 def _explain(
     t: _Try,
     protocol: str,
@@ -259,10 +273,15 @@ def _explain(
     lport = t.local[1]
     mine = [f for f in index.by_sport.get((source_point, lport), []) if f.outgoing]
     first = next((f for f in mine if f.dst == target.ip and f.dport == target.port), None)
+    # A node's own traffic is NATed in OUTPUT, before any interface sees it; then the pod's
+    # own answer (the ip:port it saw) finds the packet at the pod, and the story from there.
+    hidden = first is None and t.reply and source_point not in pods_by_point
+    at_pod = _seen_at_pod(index, t.reply, pods_by_point) if hidden else None
+    key = first or at_pod
     story: list[Frame] = []
     replies: list[Frame] = []
-    if first is not None and protocol == "TCP":
-        isn = first.seq
+    if key is not None and protocol == "TCP":
+        isn = key.seq
         story = [f for f in index.by_seq.get(isn, []) if f.flags & SYN and not f.flags & ACK]
         replies = [f for f in index.by_ack.get((isn + 1) & 0xFFFFFFFF, []) if f.flags & (SYN | RST)]
         resets = [
@@ -270,8 +289,8 @@ def _explain(
             for f in index.by_seq.get((isn + 1) & 0xFFFFFFFF, [])
             if f.point == source_point and f.outgoing and f.flags & RST
         ]
-    elif first is not None:
-        story = [f for f in index.by_ipid.get(first.ipid, []) if f.payload == first.payload]
+    elif key is not None:
+        story = [f for f in index.by_ipid.get(key.ipid, []) if f.payload == key.payload]
         replies = [f for f in index.udp_replies.get((source_point, lport), []) if not f.outgoing]
         resets = []
     else:
@@ -296,7 +315,15 @@ def _explain(
         outcome = REJECTED
     else:
         outcome = DROPPED
-    return_path = "none" if reply is None else "correct" if reply_from == target.text else "broken"
+    if at_pod is not None:
+        # frames at the source's own interface are pre-un-NAT here; what counts is that the
+        # source's kernel took the answer for the address it dialled: the path is right
+        reply_from = target.text
+        return_path = "correct"
+    else:
+        return_path = (
+            "none" if reply is None else "correct" if reply_from == target.text else "broken"
+        )
     entry = next(
         (
             nodes_by_point[f.point]

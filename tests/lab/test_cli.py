@@ -65,10 +65,20 @@ def test_unknown_namespace_is_one_clear_line(no_leaks):
         run_testbed("down", lab)
 
 
+def private_env(tmp_path, **extra) -> dict[str, str]:
+    """A private namespace prefix and state dir: `clean` here touches no other lab."""
+    return dict(
+        os.environ, TESTBED_NS_PREFIX="tbk-", TESTBED_STATE_DIR=str(tmp_path / "state"), **extra
+    )
+
+
+def private_namespaces() -> set[str]:
+    return {n for n in os.listdir("/run/netns") if n.startswith("tbk-")}
+
+
 @pytest.mark.parametrize("point", ["state-saved", "namespace-1", "veth-1", "addresses", "rules"])
-def test_kill_9_mid_build_then_clean_leaves_nothing(point):
-    before = lab_namespaces()
-    env = dict(os.environ, TESTBED_STALL_AT=point)
+def test_kill_9_mid_build_then_clean_leaves_nothing(point, tmp_path):
+    env = private_env(tmp_path, TESTBED_STALL_AT=point)
     proc = subprocess.Popen(
         [*TESTBED, "up", "default", "--foreground"],
         cwd=ROOT,
@@ -83,15 +93,15 @@ def test_kill_9_mid_build_then_clean_leaves_nothing(point):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-    clean = run_testbed("clean")
+    clean = run_testbed("clean", env=private_env(tmp_path))
     assert clean.returncode == 0, clean.stderr
     assert "removed" in clean.stdout
-    assert wait_until(lambda: lab_namespaces() == before)
+    assert wait_until(lambda: not private_namespaces())
+    assert not list((tmp_path / "state").glob("*.json"))
 
 
-def test_sigterm_tears_down_a_foreground_lab():
-    before = lab_namespaces()
-    env = dict(os.environ, TESTBED_STALL_AT="up")
+def test_sigterm_tears_down_a_foreground_lab(tmp_path):
+    env = private_env(tmp_path, TESTBED_STALL_AT="up")
     proc = subprocess.Popen(
         [*TESTBED, "up", "default", "--foreground"],
         cwd=ROOT,
@@ -104,13 +114,13 @@ def test_sigterm_tears_down_a_foreground_lab():
     time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 143
-    assert wait_until(lambda: lab_namespaces() == before)
+    assert wait_until(lambda: not private_namespaces())
 
 
-def test_clean_finds_a_lab_whose_state_file_is_gone():
+def test_clean_finds_a_lab_whose_state_file_is_gone(tmp_path):
     from testbed import netns
 
-    netns.create("tb-orphan-0000-node-1")
-    clean = run_testbed("clean")
-    assert "tb-orphan-0000-node-1" in clean.stdout
-    assert "tb-orphan-0000-node-1" not in lab_namespaces()
+    netns.create("tbk-orphan-0000-node-1")
+    clean = run_testbed("clean", env=private_env(tmp_path))
+    assert "tbk-orphan-0000-node-1" in clean.stdout
+    assert "tbk-orphan-0000-node-1" not in private_namespaces()

@@ -167,3 +167,14 @@ def test_cli_exit_code_follows_the_verdicts(tmp_path):
     assert "FAIL" in failed.stdout
     passed = run_testbed("run", "-q", "local-preserves-client-ip")
     assert passed.returncode == 0, passed.stdout
+
+
+@pytest.mark.parametrize(("mode", "outcome"), [("iptables", DELIVERED), ("nftables", REJECTED)])
+def test_localhost_nodeports_work_only_in_iptables_mode(mode, outcome):
+    """iptables mode DNATs 127.0.0.1:NodePort (route_localnet); nftables mode has no such rule."""
+    from testbed.lab import Lab
+
+    with Lab.from_file(str(LIBRARY[0].parent / "node-traffic.yaml"), mode) as built:
+        verdict = built.probe(source="node-1", address="127.0.0.1", port=30080, count=10)
+    assert verdict.passed, verdict.reasons
+    assert verdict.observed[outcome] == 10
