@@ -26,6 +26,14 @@ def _service_key(name: str) -> str:
     return name if "/" in name else f"default/{name}"
 
 
+def load_both(path: str, proxy_mode: str | None = None) -> tuple[Scenario, Plan]:
+    """The validated scenario of a file and its plan (the scenario is what changes edit)."""
+    from testbed import scenario as loader
+
+    scenario = loader.load(path)
+    return scenario, replan(scenario, None, mode=proxy_mode)
+
+
 def replan(
     scenario: Scenario, current: Plan | None, removed: Collection[str] = (), mode: str | None = None
 ) -> Plan:

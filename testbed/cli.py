@@ -47,11 +47,11 @@ def resolve_scenario(arg: str | None) -> Path:
 
 def load_both(arg: str | None, proxy_mode: str | None = None):
     """(scenario, plan) of a scenario file or built-in name; bad input exits 2."""
-    from testbed import runner
+    from testbed import changes
     from testbed.scenario import ScenarioError
 
     try:
-        return runner.load_both(str(resolve_scenario(arg)), proxy_mode)
+        return changes.load_both(str(resolve_scenario(arg)), proxy_mode)
     except ScenarioError as exc:
         raise CliError(str(exc), 2) from None
 

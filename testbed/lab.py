@@ -153,22 +153,26 @@ class Lab:
             self._nl = None
 
     def down(self) -> list[str]:
-        """Tear everything down; safe to call twice and after a failed build."""
-        if self._capture is not None:
-            self._capture.stop()
-            self._capture = None
-        if self.edge is not None:
-            self.edge.stop()
-            self.edge = None
-        if self.hub is not None:
-            self.hub.stop()
-            self.hub = None
-        if self._nl is not None:
-            self._nl.close()
-            self._nl = None
+        """Tear everything down; safe to call twice and after a failed build.
+
+        Each part is stopped on its own: a part that fails to stop must not keep the
+        namespaces and the state file alive. The first failure is raised at the end.
+        """
+        failures: list[BaseException] = []
+        for attr in ("_capture", "edge", "hub"):
+            part = getattr(self, attr)
+            setattr(self, attr, None)
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception as exc:  # keep tearing down
+                    failures.append(exc)
+        self.close()
         names = [self.wiring.ns(s) for s in self.wiring.namespaces]
         removed = netbuild.remove_all(names)
         state.forget(self.id)
+        if failures:
+            raise failures[0]
         return removed
 
     def __enter__(self) -> Lab:

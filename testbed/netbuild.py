@@ -22,6 +22,15 @@ class Netlink:
 
     def __init__(self) -> None:
         self._socks: dict[str, IPRoute] = {}
+        self._indexes: dict[tuple[str, str], int] = {}
+
+    def index(self, ns: str, ifname: str) -> int:
+        """Interface index, looked up once: lookups were most of the netlink traffic."""
+        key = (ns, ifname)
+        found = self._indexes.get(key)
+        if found is None:
+            found = self._indexes[key] = index(self(ns), ifname)
+        return found
 
     def __call__(self, ns: str) -> IPRoute:
         sock = self._socks.get(ns)
@@ -34,6 +43,7 @@ class Netlink:
     def forget(self, ns: str) -> None:
         """Close the socket of a namespace that is going away (it would keep it alive)."""
         sock = self._socks.pop(ns, None)
+        self._indexes = {k: v for k, v in self._indexes.items() if k[0] != ns}
         if sock is not None:
             with contextlib.suppress(Exception):
                 sock.close()
@@ -43,6 +53,7 @@ class Netlink:
             with contextlib.suppress(Exception):
                 sock.close()
         self._socks.clear()
+        self._indexes.clear()
 
     def __enter__(self) -> Netlink:
         return self
@@ -81,14 +92,14 @@ def apply(
             on_namespace(full(short))
         netns.create(full(short))
         ipr = nl(full(short))
-        ipr.link("set", index=index(ipr, "lo"), state="up")
+        ipr.link("set", index=nl.index(full(short), "lo"), state="up")
         reached(f"namespace-{count}")
     reached("namespaces")
 
     for ns, bridge, cidr in wiring.bridges:
         ipr = nl(full(ns))
         ipr.link("add", ifname=bridge, kind="bridge")
-        idx = index(ipr, bridge)
+        idx = nl.index(full(ns), bridge)
         address, prefix = cidr.split("/")
         ipr.addr("add", index=idx, address=address, prefixlen=int(prefix))
         ipr.link("set", index=idx, state="up")
@@ -106,19 +117,21 @@ def apply(
             )
         finally:
             os.close(fd)
-        idx = index(ipr, veth.name)
+        idx = nl.index(full(veth.ns), veth.name)
         if veth.master:
-            ipr.link("set", index=idx, master=index(ipr, veth.master))
+            ipr.link("set", index=idx, master=nl.index(full(veth.ns), veth.master))
         ipr.link("set", index=idx, state="up")
         peer = nl(full(veth.peer_ns))
-        peer.link("set", index=index(peer, veth.peer_name), state="up")
+        peer.link("set", index=nl.index(full(veth.peer_ns), veth.peer_name), state="up")
         reached(f"veth-{count}")
     reached("veths")
 
     for addr in wiring.addrs:
         ipr = nl(full(addr.ns))
         address, prefix = addr.cidr.split("/")
-        ipr.addr("add", index=index(ipr, addr.dev), address=address, prefixlen=int(prefix))
+        ipr.addr(
+            "add", index=nl.index(full(addr.ns), addr.dev), address=address, prefixlen=int(prefix)
+        )
     reached("addresses")
 
     for sysctl in wiring.sysctls:
@@ -135,7 +148,7 @@ def set_routes(wiring: Wiring, nl: Netlink, routes: Iterable) -> None:
         ipr = nl(wiring.ns(route.ns))
         dst = "0.0.0.0/0" if route.dst == "default" else route.dst
         if route.dev:
-            ipr.route("replace", dst=dst, oif=index(ipr, route.dev), scope=253)
+            ipr.route("replace", dst=dst, oif=nl.index(wiring.ns(route.ns), route.dev), scope=253)
         elif len(route.via) == 1:
             ipr.route("replace", dst=dst, gateway=route.via[0])
         else:

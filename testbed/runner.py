@@ -27,13 +27,9 @@ def load(path: str, proxy_mode: str | None = None) -> Plan:
 
 
 def load_both(path: str, proxy_mode: str | None = None) -> tuple[Scenario, Plan]:
-    """The validated scenario and its plan (the scenario is what later changes edit)."""
     from testbed import changes
-    from testbed import scenario as loader
 
-    scenario = loader.load(path)
-    return scenario, changes.replan(scenario, None, mode=proxy_mode)
-
+    return changes.load_both(path, proxy_mode)
 
 def _write_pcaps(directory: str, scenario: str, probe: str, frames: list[Frame]) -> None:
     by_point: dict[str, list[Frame]] = {}

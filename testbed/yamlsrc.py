@@ -22,6 +22,7 @@ from yaml.resolver import Resolver
 MAX_BYTES = 4 * 1024 * 1024
 MAX_NODES = 100_000  # parsing this many values takes about 0.5 s: the loader stays under 1 s
 MAX_DEPTH = 64
+MAX_DOCUMENTS = 10_000  # empty documents cost the parser most per value: cap them early
 MAX_SHOWN = 60  # characters of a user-supplied value quoted in a message
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -122,6 +123,8 @@ class _Builder:
     def feed(self, event: yaml.Event) -> None:
         line = event.start_mark.line + 1 if event.start_mark else 1
         if isinstance(event, yaml.DocumentStartEvent):
+            if len(self.docs) >= MAX_DOCUMENTS:
+                raise self.fail(line, f"more than {MAX_DOCUMENTS} documents; refusing to load")
             self.anchors = {}
             self.root = None
         elif isinstance(event, yaml.DocumentEndEvent):

@@ -14,6 +14,7 @@ Only IPv4 is rendered: the lab's address plan is IPv4.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Sequence
@@ -38,10 +39,12 @@ REJECT_CHAIN = "reject-chain"
 _NO_SNAT_NOTE = "what-if no-snat: Cluster traffic is DNATed but not masqueraded"
 
 
+@functools.lru_cache(maxsize=65536)
 def hash_and_truncate(name: str) -> str:
     """kube-proxy's hashAndTruncate: 8 base32 chars of sha256, '-', the name."""
     digest = hashlib.sha256(name.encode()).digest()
-    name = base64.b32encode(digest).decode()[:8] + "-" + name
+    # the first 5 bytes are exactly the first 8 base32 characters of the whole digest
+    name = base64.b32encode(digest[:5]).decode() + "-" + name
     if len(name) > _CHAIN_BASE_LENGTH_MAX:
         name = name[: _CHAIN_BASE_LENGTH_MAX - 3] + "..."
     return name

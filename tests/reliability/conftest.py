@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,9 +62,7 @@ class Private:
     def __init__(self, state_dir: Path) -> None:
         self.prefix = PREFIX
         self.state_dir = state_dir
-        base = {
-            k: v for k, v in os.environ.items() if not k.startswith(("TESTBED_", "PYTEST_"))
-        }
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("TESTBED_", "PYTEST_"))}
         self.env = dict(base, TESTBED_NS_PREFIX=PREFIX, TESTBED_STATE_DIR=str(state_dir))
         self.procs: list[subprocess.Popen] = []
 
@@ -130,10 +129,7 @@ def state_root() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="testbed-reliability-"))
     path.chmod(0o755)  # as /run/testbed is: anyone may look, only root may write
     yield path
-    with contextlib.suppress(OSError):
-        for child in path.rglob("*"):
-            if child.is_file():
-                child.unlink()
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed.yamlsrc import MAX_NODES
+from testbed.yamlsrc import MAX_DOCUMENTS, MAX_NODES
 
 LAB = """apiVersion: testbed/v1alpha1
 kind: Lab
@@ -116,6 +116,7 @@ def _t(text: str) -> bytes:
 
 
 TOO_MANY = f"more than {MAX_NODES} values"
+TOO_MANY_DOCS = f"more than {MAX_DOCUMENTS} documents"
 
 HOSTILE = [
     # huge counts
@@ -140,8 +141,10 @@ HOSTILE = [
     # size: refused from stat() alone, before a byte is read
     Hostile("fifty-mb-sparse.yaml", _sparse, "file is 52428800 bytes; the limit is 4194304"),
     Hostile("fifty-mb-real.yaml", _real, "the limit is 4194304"),
-    Hostile("many-documents.yaml", _t(scenario() + "---\n" * 1_000_000), TOO_MANY),
-    Hostile("many-scalars.yaml", _t(scenario() + "--- 1\n" * 600_000), TOO_MANY),
+    Hostile("many-documents.yaml", _t(scenario() + "---\n" * 1_000_000), TOO_MANY_DOCS),
+    Hostile("many-scalars.yaml", _t(scenario() + "--- 1\n" * 600_000), TOO_MANY_DOCS),
+    Hostile("flat-list.yaml", _t(scenario() + "---\nx: [" + "1," * 1_500_000 + "]\n"), TOO_MANY),
+    Hostile("block-list.yaml", _t(scenario() + "---\nx:\n" + "- 1\n" * 1_000_000), TOO_MANY),
     # names over the limits: node, client and container-port names become interface-like
     # names of at most 15 characters
     Hostile("node-name-16.yaml", _t(scenario(nodes=f"[{{name: {'n' * 16}}}]")), "limit is 15"),

@@ -116,7 +116,9 @@ def test_two_labs_of_one_scenario_coexist_and_give_the_same_verdicts(private: Pr
     after = probe_all(private, [second])
     for (_, i), outcome in after.items():
         assert outcome == baseline[(alone, i)]
-    print(f"\nCONCURRENCY: labs {first} and {second} side by side, verdicts {sorted(after.values())}")
+    print(
+        f"\nCONCURRENCY: labs {first} and {second} side by side, verdicts {sorted(after.values())}"
+    )
     down = private.tb("down", second)
     assert down.returncode == 0, down.stderr
     assert private.namespaces() == set() and private.state_files() == set()

@@ -44,7 +44,9 @@ def clean_removes_exactly_what_is_left(private: Private) -> tuple[int, int]:
     assert named_ns == namespaces, done.stdout
     assert named_state == states, done.stdout
     total = len(namespaces) + len(states)
-    assert lines[-1] == (f"clean: removed {total} leftovers" if total else "clean: nothing to remove")
+    assert lines[-1] == (
+        f"clean: removed {total} leftovers" if total else "clean: nothing to remove"
+    )
     assert private.namespaces() == set()
     assert private.state_files() == set()
     return len(namespaces), len(states)

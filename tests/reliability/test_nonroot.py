@@ -87,7 +87,8 @@ def test_commands_that_need_no_root_work(private: Private, home: Path, argv):
 
 
 def test_unit_tests_pass_and_lab_tests_skip_as_nobody(private: Private, home: Path):
-    env = nobody_env(private, home)
+    # the unit tests check the default names (tb-), so no private prefix here
+    env = {k: v for k, v in nobody_env(private, home).items() if not k.startswith("TESTBED_")}
     pytest_argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
     units = unprivileged([*pytest_argv, *UNIT_SUBSET], env)
     tail = units.stdout.strip().splitlines()[-1]
