@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from testbed import limits, netbuild, state, topology
 from testbed.checkpoint import reached
+from testbed.kubeproxy import incremental
 from testbed.kubeproxy import sync as rules_sync
 from testbed.model import Expectation, NodePlan, Plan, ProbePlan, ServicePlan, Target
 from testbed.scenario import Scenario
@@ -70,6 +71,8 @@ class Lab:
         self._capture = None
         self.keep_raw_frames = False
         self.attached = False  # a handle on a lab that another process owns
+        self._loaded: Plan | None = None  # the plan whose rules the nodes hold
+        self.loads = {"full": 0, "delta": 0, "fallback": 0}  # per node and sync
 
     @classmethod
     def from_scenario(cls, scenario: Scenario, proxy_mode: str | None = None, **kw) -> Lab:
@@ -198,21 +201,50 @@ class Lab:
     # -- rules and servers -----------------------------------------------------
 
     def sync(self, plan: Plan | None = None) -> None:
-        """Re-render and reload every node's rules (and health servers) from the plan."""
+        """Bring every node's rules (and health servers) to the plan.
+
+        After the first full load, a change is loaded as a delta of only the services
+        that changed, the way kube-proxy syncs; any trouble falls back to a full load.
+        """
+        previous = self._loaded
         if plan is not None:
             if {n.name for n in plan.nodes} != {n.name for n in self.plan.nodes}:
                 raise LabError("sync cannot add or remove nodes")
             self.plan = plan
             if self.edge is not None:
                 self.edge.plan = plan
+        self._loaded = None
+        current = self.plan
 
-        def load(node: NodePlan) -> None:
-            text = rules_sync.render(node, self.plan.services, self.plan.proxy)
-            rules_sync.load(self.wiring.ns(node.name), self.plan.proxy.mode, text)
+        def load(node: NodePlan) -> str:
+            ns = self.wiring.ns(node.name)
+            if previous is not None and previous.proxy == current.proxy:
+                try:
+                    incremental.apply_delta(
+                        ns,
+                        current.proxy.mode,
+                        previous.services,
+                        current.services,
+                        node,
+                        current.proxy,
+                    )
+                    return "delta"
+                except Exception:  # the full load below is always right
+                    rules_sync.load(
+                        ns,
+                        current.proxy.mode,
+                        rules_sync.render(node, current.services, current.proxy),
+                    )
+                    return "fallback"
+            text = rules_sync.render(node, current.services, current.proxy)
+            rules_sync.load(ns, current.proxy.mode, text)
+            return "full"
 
         # one loader process per node; they run side by side, as each node's kube-proxy would
-        with ThreadPoolExecutor(max_workers=min(8, len(self.plan.nodes))) as pool:
-            list(pool.map(load, self.plan.nodes))
+        with ThreadPoolExecutor(max_workers=min(8, len(current.nodes))) as pool:
+            for how in pool.map(load, current.nodes):
+                self.loads[how] += 1
+        self._loaded = current
         if self.hub is not None:
             self._sync_health()
 

@@ -31,6 +31,7 @@ def load_both(path: str, proxy_mode: str | None = None) -> tuple[Scenario, Plan]
 
     return changes.load_both(path, proxy_mode)
 
+
 def _write_pcaps(directory: str, scenario: str, probe: str, frames: list[Frame]) -> None:
     by_point: dict[str, list[Frame]] = {}
     for frame in frames:

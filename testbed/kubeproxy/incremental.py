@@ -26,12 +26,11 @@ version) with the same renderers as a full sync and compares the pieces.
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from testbed import netns
 from testbed.kubeproxy import iptables, nftables
+from testbed.kubeproxy.sync import run_in
 from testbed.model import NodePlan, ProxyOptions, ServicePlan
 
 # Chains shared by all services in iptables mode: (table, chain).
@@ -125,20 +124,11 @@ def apply_delta(
     node: NodePlan,
     opts: ProxyOptions,
 ) -> Delta:
-    """Load the delta into namespace `ns`, which must hold exactly the rules of `old_services`.
-
-    The loader runs from this thread switched into the namespace (a child process
-    inherits it), saving the `ip netns exec` hop that a millisecond budget notices.
-    """
+    """Load the delta into namespace `ns`, which must hold exactly the rules of `old_services`."""
     change = delta(mode, old_services, new_services, node, opts)
     if change.empty:
         return change
-    argv = loader(mode, change.full)
-    with netns.entered(ns):
-        done = subprocess.run(argv, input=change.text, text=True, capture_output=True)
-    if done.returncode != 0:
-        first = (done.stderr.strip().splitlines() or ["no message"])[0]
-        raise RuntimeError(f"{' '.join(argv)} failed in {ns}: {first}")
+    run_in(ns, loader(mode, change.full), change.text)
     return change
 
 
