@@ -211,12 +211,13 @@ def cmd_clean(args: argparse.Namespace) -> int:
     require_root()
     from testbed import state
 
-    removed = state.clean()
+    removed, kept = state.clean(everything=args.all)
     for line in removed:
         print(f"removed {line}")
     print(f"clean: removed {len(removed)} leftovers" if removed else "clean: nothing to remove")
+    for lab in kept:
+        print(f"clean: kept lab {lab}, which is still running (testbed down {lab}, or clean --all)")
     return 0
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -254,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("refs", nargs="+", metavar="[LAB] NODE")
     p.set_defaults(func=cmd_rules)
 
-    p = sub.add_parser("clean", help="remove every leftover of any lab")
+    p = sub.add_parser("clean", help="remove what killed or crashed labs left behind")
+    p.add_argument("--all", action="store_true", help="also stop and remove labs still running")
     p.set_defaults(func=cmd_clean)
 
     from testbed import runcli

@@ -110,11 +110,21 @@ def leftovers() -> list[str]:
     return [name for name in netns.listed() if name.startswith(NS_PREFIX)]
 
 
-def clean() -> list[str]:
-    """Remove every lab: owners stopped, namespaces and state files removed."""
+def clean(everything: bool = False) -> tuple[list[str], list[str]]:
+    """Remove what labs left behind: (removed items, labs kept because they still run).
+
+    A lab whose owner process is alive is not a leftover: it is kept, and so are its
+    namespaces, unless `everything` is set (then its owner is stopped first).
+    """
     removed: list[str] = []
+    kept: list[str] = []
+    protected: set[str] = set()
     with locked():
         for state in all_states():
+            if owner_alive(state) and not everything:
+                kept.append(state.id)
+                protected.update(state.namespaces)
+                continue
             stop_owner(state)
             for name in state.namespaces:
                 if netns.remove(name):
@@ -122,11 +132,11 @@ def clean() -> list[str]:
             if forget(state.id):
                 removed.append(f"state {state_path(state.id)}")
         for name in leftovers():
-            if netns.remove(name):
+            if name not in protected and netns.remove(name):
                 removed.append(f"namespace {name}")
         with contextlib.suppress(FileNotFoundError):
             for entry in os.listdir(STATE_DIR):
                 if entry.endswith(".tmp"):
                     os.unlink(os.path.join(STATE_DIR, entry))
                     removed.append(f"state {os.path.join(STATE_DIR, entry)}")
-    return removed
+    return removed, kept
