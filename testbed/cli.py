@@ -219,6 +219,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
         print(f"clean: kept lab {lab}, which is still running (testbed down {lab}, or clean --all)")
     return 0
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
