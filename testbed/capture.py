@@ -122,6 +122,8 @@ class Capture:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             # kernel receive timestamps: hop order must not depend on when we read
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            if not self.keep_raw:
+                _attach_probe_filter(sock)
             sock.bind((point.ifname, ETH_P_ALL))
             sock.setblocking(False)
             self._socks.append(sock)
@@ -198,6 +200,34 @@ class Capture:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# Classic BPF, run in the kernel on every frame: keep IPv4 TCP segments with SYN or RST,
+# UDP datagrams and ICMP; drop the rest (data, ACKs, FINs) before Python sees it. The
+# probes follow handshakes and datagrams only; pcaps (keep_raw) capture everything.
+_PROBE_FILTER = (
+    (0x28, 0, 0, 12),  # ldh [12]             ethertype
+    (0x15, 0, 8, ETH_P_IP),  # jeq IPv4        else drop
+    (0x30, 0, 0, 23),  # ldb [23]             IP protocol
+    (0x15, 2, 0, 6),  # jeq tcp               -> flags
+    (0x15, 4, 0, 17),  # jeq udp              -> keep
+    (0x15, 3, 4, 1),  # jeq icmp              -> keep, else drop
+    (0xB1, 0, 0, 14),  # ldxb 4*([14]&0xf)    IP header length
+    (0x50, 0, 0, 27),  # ldb [x+27]           TCP flags (14 + ihl + 13)
+    (0x45, 0, 1, SYN | RST),  # jset SYN|RST  -> keep, else drop
+    (0x06, 0, 0, 0x40000),  # ret keep
+    (0x06, 0, 0, 0),  # ret drop
+)
+SO_ATTACH_FILTER = 26
+
+
+def _attach_probe_filter(sock: socket.socket) -> None:
+    import ctypes
+
+    code = b"".join(struct.pack("HBBI", *ins) for ins in _PROBE_FILTER)
+    buf = ctypes.create_string_buffer(code)
+    prog = struct.pack("HL", len(_PROBE_FILTER), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
 
 
 def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float:

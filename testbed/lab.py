@@ -20,7 +20,8 @@ from testbed import limits, netbuild, state, topology
 from testbed.checkpoint import reached
 from testbed.kubeproxy import incremental
 from testbed.kubeproxy import sync as rules_sync
-from testbed.model import Expectation, NodePlan, Plan, ProbePlan, ServicePlan, Target
+from testbed.model import Expectation, NodePlan, Plan, ProbePlan, Target
+from testbed.oracle import local_ready
 from testbed.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -34,18 +35,6 @@ class LabError(RuntimeError):
 
 def new_id(name: str) -> str:
     return f"{name[:16].rstrip('-')}-{secrets.token_hex(2)}"
-
-
-def local_ready(svc: ServicePlan, node: str) -> int:
-    """kube-proxy's health count: ready endpoints on this node (terminating ones excluded)."""
-    return len(
-        {
-            ep.ip
-            for port in svc.ports
-            for ep in port.endpoints
-            if ep.node == node and ep.ready and not ep.terminating
-        }
-    )
 
 
 class Lab:
