@@ -209,7 +209,12 @@ def _service_port(
     # The fault leaves the Cluster path unmasqueraded; these chains say so in a comment.
     skip_masq: set[str] = set()
     if no_snat:
-        if d.has_internal and (opts.masquerade_all or local_cidr is not None):
+        # only the Cluster chain, as in iptables mode: an iTP Local chain keeps its masquerade
+        if (
+            d.has_internal
+            and internal_chain == cluster_chain
+            and (opts.masquerade_all or local_cidr is not None)
+        ):
             skip_masq.add(internal_chain)
         if d.uses_external_chain and not d.external_local:
             skip_masq.add(external_chain)
