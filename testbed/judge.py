@@ -207,7 +207,8 @@ def judge(probe: ProbePlan, observed: Observation, prediction: Prediction, plan:
     details: dict = {}
     if observed.count(DELIVERED):
         details["nodes"] = measure.node_shares(observed.attempts, prediction, exp.share)
-    if latency := measure.latency(observed.attempts):
+    # only attempts sent one at a time time the path; a burst's times mostly time the burst
+    if probe.measure_latency and (latency := measure.latency(observed.attempts)):
         details["latency"] = latency
     lines = measure.latency_lines(observed.attempts) if probe.measure_latency else []
     return Verdict(
