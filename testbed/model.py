@@ -183,6 +183,7 @@ class ProbePlan:
     count: int = 1
     expect: Expectation | None = None
     measure_latency: bool = False  # show connect/round-trip percentiles per path in the table
+    mode: str = "connection"  # connection: real sockets | packet: Scapy-built SYNs / datagrams
 
 
 @dataclass(frozen=True)

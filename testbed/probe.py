@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import resource
 import selectors
 import socket
@@ -27,6 +28,8 @@ from testbed.topology import Wiring
 
 REJECT_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNRESET}
 DEFAULT_TIMEOUT = 1.0
+PACKET_BATCH = 5000  # packet probes: source ports drawn without repeats within a batch
+PACKET_PORTS = (20000, 60000)
 BATCH = 1000  # attempts in flight at once; more only fill a listen backlog
 
 
@@ -40,7 +43,7 @@ def capture_points(plan: Plan, wiring: Wiring) -> list[Point]:
 
 @dataclass
 class _Try:
-    sock: socket.socket
+    sock: socket.socket | None  # None for packet probes: no socket, just what was sent
     started: float
     local: tuple[str, int] = ("", 0)
     connected_at: float | None = None
@@ -50,6 +53,7 @@ class _Try:
     done: bool = False
     sent: bool = False
     buffer: bytearray = field(default_factory=bytearray)
+    isn: int | None = None  # packet probes: the sequence number we chose
 
 
 def _open_tcp(ns: str, target: Aim, count: int) -> list[_Try]:
@@ -129,6 +133,56 @@ def _drive(tries: list[_Try], protocol: str, timeout: float, host_header: str) -
     sel.close()
 
 
+def _send_packets(ns: str, target: Aim, protocol: str, count: int, src: str) -> list[_Try]:
+    """Scapy-built SYNs (or `clientip` datagrams), one new source port each, sent raw.
+
+    The source's kernel knows none of these ports, so it answers a SYN-ACK with a RST:
+    the handshake's replies are all the capture needs to tell the story.
+    """
+    from scapy.layers.inet import IP, TCP, UDP  # only here: Scapy is slow to import
+
+    ports = random.sample(range(PACKET_PORTS[0], PACKET_PORTS[1]), count)
+    tries = []
+    sock = netns.socket_in(ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    try:
+        for sport in ports:
+            isn = random.getrandbits(32)
+            head = IP(src=src, dst=target.ip)
+            if protocol == "UDP":
+                packet = head / UDP(sport=sport, dport=target.port) / b"clientip"
+            else:
+                packet = head / TCP(
+                    sport=sport, dport=target.port, flags="S", seq=isn, options=[("MSS", 1460)]
+                )
+            t = _Try(None, time.monotonic(), (src, sport), isn=isn)
+            try:
+                sock.sendto(bytes(packet), (target.ip, 0))
+                t.sent = True
+            except OSError as exc:
+                t.error, t.done = exc.errno or 0, True
+            tries.append(t)
+    finally:
+        sock.close()
+    return tries
+
+
+def _await_packets(
+    capture: Capture, tries: list[_Try], source_point: str, since: float, timeout: float
+) -> None:
+    """Wait until every packet probe has an answer at its source, or the timeout."""
+    waiting = {t.local[1] for t in tries if not t.done}
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        capture.flush(settle=0.02)
+        for f in capture.frames(since=since):
+            if f.point != source_point or f.outgoing:
+                continue
+            if f.proto == 1 and f.inner:
+                waiting.discard(f.inner[2])
+            elif f.proto == 17 or f.flags & (SYN | RST):
+                waiting.discard(f.dport)
+
+
 def _complete(data: bytes) -> bool:
     head, sep, body = data.partition(b"\r\n\r\n")
     if not sep:
@@ -156,18 +210,25 @@ def run(
     nodes_by_point = {f"{n.name}/eth0": n.name for n in plan.nodes}
     source_ip = source_address(plan, probe.source)
     source_point = f"{probe.source}/eth0"
+    packets = probe.mode == "packet"
     attempts: list[Attempt] = []
     since = time.time() - 0.01  # captures carry wall-clock kernel timestamps
     while len(attempts) < probe.count:
         started = time.time()
-        tries = opener(ns, target, min(probe.count - len(attempts), _batch_size()))
-        _drive(tries, protocol, timeout, target.text)
+        if packets:
+            size = min(probe.count - len(attempts), PACKET_BATCH)
+            tries = _send_packets(ns, target, protocol, size, source_ip)
+            _await_packets(capture, tries, source_point, since, timeout)
+        else:
+            tries = opener(ns, target, min(probe.count - len(attempts), _batch_size()))
+            _drive(tries, protocol, timeout, target.text)
         capture.flush()
         index = _Index(capture.frames(since=since))
         if not capture.keep_raw:  # as Lab.observe does: memory stays flat over batches
             capture.clear()
         for t in tries:
-            t.sock.close()
+            if t.sock is not None:
+                t.sock.close()
         since = time.time()  # the next batch must not read this one's closing frames
         attempts += [
             _explain(

@@ -1651,7 +1651,9 @@ class _Reader:
 
     def _probe(self, item: _V, step_name: str | None = None) -> ProbePlan:
         """A spec.probes entry; inside a step the step's name names it."""
-        item.mapping(("name", "from", "to", "protocol", "count", "expect", "measureLatency"))
+        item.mapping(
+            ("name", "from", "to", "protocol", "count", "expect", "measureLatency", "mode")
+        )
         if step_name is None:
             name = self._claim_name(item.need("name"), "probe")
         else:
@@ -1677,7 +1679,18 @@ class _Reader:
         latency = latency_v.boolean() if latency_v is not None else False
         if latency and protocol != TCP:
             latency_v.fail("latency is measured on TCP connections only")
-        return ProbePlan(name, source, target, protocol, count, expect, latency)
+        mode_v = item.get("mode")
+        mode = mode_v.enum(*PROBE_MODES) if mode_v is not None else PROBE_MODES[0]
+        if mode == "packet":
+            assert self.lab is not None
+            if source in {n.name for n in self.lab.nodes}:
+                mode_v.fail(
+                    "packet probes start at a client or a pod: a node's own packets are "
+                    "NATed before any capture point can see them"
+                )
+            if latency:
+                mode_v.fail("latency is measured on connections (mode: connection)")
+        return ProbePlan(name, source, target, protocol, count, expect, latency, mode)
 
     # steps
 
@@ -1931,6 +1944,9 @@ def _service_name(v: _V) -> str:
     if not _DNS1035_LABEL.fullmatch(value):
         v.fail(f"{show(value)} is not a valid Service name: it must start with a letter (RFC 1035)")
     return value
+
+
+PROBE_MODES = ("connection", "packet")
 
 
 def _protocol(v: _V | None) -> str:

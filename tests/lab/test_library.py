@@ -178,3 +178,32 @@ def test_localhost_nodeports_work_only_in_iptables_mode(mode, outcome):
         verdict = built.probe(source="node-1", address="127.0.0.1", port=30080, count=10)
     assert verdict.passed, verdict.reasons
     assert verdict.observed[outcome] == 10
+
+
+PACKET_STORIES = [
+    "cluster-snat",
+    "local-no-local-endpoint",
+    "no-snat-broken-return",
+    "udp-dns-like",
+    "no-endpoints-reject",
+    "pod-to-nodeport-local",
+]
+
+
+@pytest.mark.parametrize("name", PACKET_STORIES)
+def test_scapy_packet_probes_tell_the_same_story_as_connections(name):
+    """The same probes as Scapy-built SYNs/datagrams: same outcomes, pods, sources, paths."""
+    scenario, plan = runner.load_both(str(LIBRARY[0].parent / f"{name}.yaml"))
+    plan = replace(plan, probes=tuple(replace(p, mode="packet") for p in plan.probes))
+    result, observations = runner.run_plan(plan, scenario=scenario)
+    failing = {v.name: v.reasons for v in result.verdicts if not v.passed}
+    assert not failing, failing
+    _, connected = run(name, "iptables")
+    for packet, conn in zip(observations, connected, strict=True):
+        assert packet.return_path == conn.return_path, packet.probe
+        assert set(packet.pods) == set(conn.pods), packet.probe
+        assert set(packet.source_ips) == set(conn.source_ips), packet.probe
+        assert all(a.server_view is None for a in packet.attempts)  # no socket, no answer
+        # the source's kernel knows no such connection: it resets every SYN-ACK it gets
+        answered = [a for a in packet.attempts if any(h.kind == "syn-ack" for h in a.hops)]
+        assert all(a.client_reset for a in answered if a.hops[0].point.startswith("client"))
