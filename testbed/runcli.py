@@ -12,7 +12,6 @@ from testbed.cli import (
     find_lab,
     library,
     load_both,
-    load_plan,
     require_root,
     resolve_scenario,
 )
@@ -36,8 +35,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     paths = [str(resolve_scenario(s)) for s in args.scenarios] or [str(p) for p in library()]
     if not paths:
         raise CliError("no scenarios to run", 2)
+    loaded = {}
     for path in paths:  # bad input is refused before any lab is built
-        check_limits(load_plan(path, args.proxy_mode))
+        loaded[path] = load_both(path, args.proxy_mode)
+        check_limits(loaded[path][1])
     if args.plots:
         from testbed import plots
 
@@ -50,10 +51,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         with signals.handled():
             for path in paths:
-                result, observed = runner.run_path(path, args.proxy_mode, args.pcap, progress)
+                result, observed = runner.run_path(
+                    path, args.proxy_mode, args.pcap, progress, loaded[path]
+                )
                 results.append(result)
                 if args.plots:
-                    _plot(args.plots, path, args.proxy_mode, result, observed)
+                    _plot(args.plots, loaded[path][0], result, observed)
                 if progress:
                     sys.stderr.write("\r\x1b[K")
                 print(report.table([result], summary=False) + "\n", flush=True)
@@ -70,10 +73,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
-def _plot(directory: str, path: str, proxy_mode: str | None, result, observed) -> None:
+def _plot(directory: str, scenario, result, observed) -> None:
     from testbed import plots
 
-    scenario = load_both(path, proxy_mode)[0]
     probes = [*scenario.lab.probes, *(s.probe for s in scenario.lab.steps if s.probe)]
     paced = {p.name for p in probes if p.measure_latency}
     for written in plots.write(directory, result, observed, paced):

@@ -86,13 +86,17 @@ def run_path(
     proxy_mode: str | None = None,
     pcap_dir: str | None = None,
     progress: Progress | None = None,
+    loaded: tuple[Scenario, Plan] | None = None,
 ) -> tuple[ScenarioResult, list[Observation]]:
-    """Like run_file, with the observations too (the pictures need every attempt)."""
+    """Like run_file, with the observations too (the pictures need every attempt).
+
+    `loaded` is the (scenario, plan) when the caller has loaded the file already.
+    """
     from testbed.scenario import ScenarioError
 
     started = time.monotonic()
     try:
-        scenario, plan = load_both(path, proxy_mode)
+        scenario, plan = loaded or load_both(path, proxy_mode)
     except ScenarioError as exc:
         failed = ScenarioResult(
             os.path.basename(path), path, proxy_mode or "iptables", 0.0, (), error=str(exc)
