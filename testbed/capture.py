@@ -57,7 +57,9 @@ def _ip(data: bytes) -> str:
     return socket.inet_ntoa(data)
 
 
-def parse(point: str, at: float, outgoing: bool, frame: bytes) -> Frame | None:
+def parse(
+    point: str, at: float, outgoing: bool, frame: bytes, keep_raw: bool = True
+) -> Frame | None:
     """An Ethernet frame -> Frame, or None for anything but IPv4 TCP/UDP/ICMP."""
     if len(frame) < 34 or struct.unpack_from("!H", frame, 12)[0] != ETH_P_IP:
         return None
@@ -66,6 +68,7 @@ def parse(point: str, at: float, outgoing: bool, frame: bytes) -> Frame | None:
     ipid = struct.unpack_from("!H", frame, 18)[0]
     src, dst = _ip(frame[26:30]), _ip(frame[30:34])
     l4 = 14 + ihl
+    raw = frame if keep_raw else b""
     common = dict(point=point, at=at, outgoing=outgoing, proto=proto, src=src, dst=dst, ipid=ipid)
     if proto == 6 and len(frame) >= l4 + 20:
         sport, dport, seq, ack, off, flags = struct.unpack_from("!HHIIBB", frame, l4)
@@ -78,11 +81,11 @@ def parse(point: str, at: float, outgoing: bool, frame: bytes) -> Frame | None:
             ack=ack,
             flags=flags,
             payload=bytes(payload),
-            raw=frame,
+            raw=raw,
         )
     if proto == 17 and len(frame) >= l4 + 8:
         sport, dport = struct.unpack_from("!HH", frame, l4)
-        return Frame(**common, sport=sport, dport=dport, payload=bytes(frame[l4 + 8 :]), raw=frame)
+        return Frame(**common, sport=sport, dport=dport, payload=bytes(frame[l4 + 8 :]), raw=raw)
     if proto == 1 and len(frame) >= l4 + 8 + 20:
         icmp_type = frame[l4]
         if icmp_type != 3:  # only "destination unreachable" matters to probes
@@ -93,7 +96,7 @@ def parse(point: str, at: float, outgoing: bool, frame: bytes) -> Frame | None:
         ports = frame[inner + inner_ihl : inner + inner_ihl + 8]
         isport, idport, iseq = struct.unpack("!HHI", ports) if len(ports) == 8 else (0, 0, 0)
         return Frame(
-            **common, flags=frame[l4 + 1], inner=(isrc, idst, isport, idport, iseq), raw=frame
+            **common, flags=frame[l4 + 1], inner=(isrc, idst, isport, idport, iseq), raw=raw
         )
     return None
 
@@ -156,10 +159,8 @@ class Capture:
                 break
             except OSError:
                 return
-            frame = parse(label, _stamp(ancillary), addr[2] == PACKET_OUTGOING, data)
+            frame = parse(label, _stamp(ancillary), addr[2] == PACKET_OUTGOING, data, self.keep_raw)
             if frame is not None:
-                if not self.keep_raw:
-                    frame = _without_raw(frame)
                 batch.append(frame)
         if batch:
             with self._lock:
@@ -237,12 +238,6 @@ def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float:
             sec, nsec = struct.unpack("qq", data[:16])
             return sec + nsec / 1e9
     return time.time()
-
-
-def _without_raw(frame: Frame) -> Frame:
-    from dataclasses import replace
-
-    return replace(frame, raw=b"")
 
 
 def write_pcap(path: str, frames: list[Frame]) -> None:

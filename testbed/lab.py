@@ -338,9 +338,6 @@ class Lab:
         if self.hub is not None:
             self._sync_health()
 
-    def with_proxy_mode(self, mode: str) -> Plan:
-        return replace(self.plan, proxy=replace(self.plan.proxy, mode=mode))
-
     def _start_pod_servers(self) -> None:
         for pod in self.plan.pods:
             for port, proto in self._pod_ports(pod.name):

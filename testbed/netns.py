@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import os
 import socket
 import threading
@@ -124,28 +123,9 @@ def entered(name: str) -> Iterator[None]:
         os.close(home)
 
 
-def enter_for_good(name: str) -> None:
-    """Move this thread into `name` for the rest of its life (worker threads)."""
-    fd = os.open(path(name), os.O_RDONLY)
-    try:
-        _setns(fd)
-    finally:
-        os.close(fd)
-
-
 def socket_in(
     name: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM, proto: int = 0
 ) -> socket.socket:
     """A socket that lives in namespace `name` whatever thread uses it later."""
     with entered(name):
         return socket.socket(family, kind, proto)
-
-
-def exists(name: str) -> bool:
-    try:
-        os.stat(path(name))
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return False
-        raise
-    return True

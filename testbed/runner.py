@@ -72,15 +72,6 @@ def run_plan(
     return result, observations
 
 
-def run_file(
-    path: str,
-    proxy_mode: str | None = None,
-    pcap_dir: str | None = None,
-    progress: Progress | None = None,
-) -> ScenarioResult:
-    return run_path(path, proxy_mode, pcap_dir, progress)[0]
-
-
 def run_path(
     path: str,
     proxy_mode: str | None = None,
@@ -88,7 +79,7 @@ def run_path(
     progress: Progress | None = None,
     loaded: tuple[Scenario, Plan] | None = None,
 ) -> tuple[ScenarioResult, list[Observation]]:
-    """Like run_file, with the observations too (the pictures need every attempt).
+    """One scenario file end to end: its result and observations (pictures need every attempt).
 
     `loaded` is the (scenario, plan) when the caller has loaded the file already.
     """

@@ -76,17 +76,21 @@ def private_namespaces() -> set[str]:
     return {n for n in os.listdir("/run/netns") if n.startswith("tbk-")}
 
 
-@pytest.mark.parametrize("point", ["state-saved", "namespace-1", "veth-1", "addresses", "rules"])
-def test_kill_9_mid_build_then_clean_leaves_nothing(point, tmp_path):
-    env = private_env(tmp_path, TESTBED_STALL_AT=point)
-    proc = subprocess.Popen(
+def stalled_foreground_up(tmp_path, point: str) -> subprocess.Popen[str]:
+    """`testbed up --foreground` that freezes at a build point (it says so on stderr)."""
+    return subprocess.Popen(
         [*TESTBED, "up", "default", "--foreground"],
         cwd=ROOT,
-        env=env,
+        env=private_env(tmp_path, TESTBED_STALL_AT=point),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+@pytest.mark.parametrize("point", ["state-saved", "namespace-1", "veth-1", "addresses", "rules"])
+def test_kill_9_mid_build_then_clean_leaves_nothing(point, tmp_path):
+    proc = stalled_foreground_up(tmp_path, point)
     try:
         line = proc.stderr.readline()
         assert f"stalled at {point}" in line, line
@@ -101,15 +105,7 @@ def test_kill_9_mid_build_then_clean_leaves_nothing(point, tmp_path):
 
 
 def test_sigterm_tears_down_a_foreground_lab(tmp_path):
-    env = private_env(tmp_path, TESTBED_STALL_AT="up")
-    proc = subprocess.Popen(
-        [*TESTBED, "up", "default", "--foreground"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = stalled_foreground_up(tmp_path, "up")
     assert "stalled at up" in proc.stderr.readline()
     time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
