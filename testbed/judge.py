@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from testbed import measure
 from testbed.model import Expectation, Plan, ProbePlan
 from testbed.oracle import MIXED, NONE, Prediction
-from testbed.records import DELIVERED, DROPPED, REJECTED, Attempt, Observation
+from testbed.records import COMPLETED, DELIVERED, DROPPED, ENDS, REJECTED, Attempt, Observation
 
 ALPHA = 0.001  # a fair split fails the share test once in a thousand runs
 MIN_EXPECTED = 5  # below this many expected attempts per pod, chi-square is not trusted
 SHARE_TOLERANCE = 0.01  # how far a scenario's share may be from the oracle's and still agree
 ALL_ANSWER_FACTOR = 10  # with this many attempts per allowed pod, every one must answer
 MAX_SENTENCES = 5  # per check, so one bad probe does not flood the report
+MAX_WHY_LINES = 3  # the oracle's causes shown under a row
 
 
 # -- statistics -------------------------------------------------------------------
@@ -139,9 +140,14 @@ class Expected:
     pods: tuple[str, ...] | None  # None: not checked
     return_path: str | None  # None: not checked
     share: dict[str, float] | None
+    completed: float | None = None  # fraction of attempts that complete; None: not checked
 
     def as_report(self) -> dict:
         out: dict = {"outcome": self.outcome}
+        if self.outcome == MIXED and self.outcomes:
+            out["outcomes"] = {k: round(v, 6) for k, v in self.outcomes.items()}
+        if self.completed is not None:
+            out["completed"] = round(self.completed, 6)
         if self.source_ip is not None:
             out["sourceIP"] = self.source_ip
         if self.pods is not None:
@@ -165,7 +171,11 @@ def expectation(probe: ProbePlan, pred: Prediction) -> Expected:
     the oracle does not predict leaves the unspecified details unchecked (None).
     """
     exp = probe.expect or Expectation()
-    outcome = exp.outcome or pred.outcome
+    stated = _normalised(dict(exp.outcomes)) if exp.outcomes else {}
+    if stated:
+        outcome = MIXED if len(stated) > 1 else next(iter(stated))
+    else:
+        outcome = exp.outcome or pred.outcome
     if outcome == pred.outcome:
         fill = Expected(
             outcome=outcome,
@@ -175,14 +185,16 @@ def expectation(probe: ProbePlan, pred: Prediction) -> Expected:
             pods=pred.pods,
             return_path=pred.return_path,
             share=_oracle_share(pred),
+            completed=pred.completed,
         )
     elif outcome in (DROPPED, REJECTED):
-        fill = Expected(outcome, {}, None, False, (), NONE, None)
+        fill = Expected(outcome, {}, None, False, (), NONE, None, 0.0)
     else:
         fill = Expected(outcome, {}, None, False, None, None, None)
     return Expected(
         outcome=outcome,
-        outcomes=fill.outcomes,
+        outcomes=dict(sorted(stated.items())) if len(stated) > 1 else fill.outcomes,
+        completed=exp.completed if exp.completed is not None else fill.completed,
         source_ip=exp.source_ip or fill.source_ip,
         source_from_oracle=exp.source_ip is None and fill.source_from_oracle,
         pods=tuple(exp.pods) if exp.pods is not None else fill.pods,
@@ -200,6 +212,7 @@ def judge(probe: ProbePlan, observed: Observation, prediction: Prediction, plan:
     else:
         view = _View(plan, prediction, observed)
         reasons += _check_outcome(exp, observed)
+        reasons += _check_completed(exp, observed)
         reasons += _check_source(exp, view)
         reasons += _check_pods(exp, view)
         reasons += _check_return_path(exp, view)
@@ -211,6 +224,7 @@ def judge(probe: ProbePlan, observed: Observation, prediction: Prediction, plan:
     if probe.measure_latency and (latency := measure.latency(observed.attempts)):
         details["latency"] = latency
     lines = measure.latency_lines(observed.attempts) if probe.measure_latency else []
+    lines += why_lines(prediction)
     return Verdict(
         name=probe.name,
         passed=not reasons,
@@ -309,6 +323,20 @@ def _disagreements(exp: Expectation | None, pred: Prediction, plan: Plan) -> lis
         if predicted == MIXED:
             predicted = f"a mix ({_describe_outcomes(pred.outcomes)})"
         out.append(say(f"the outcome {exp.outcome}", predicted))
+    if exp.outcomes is not None:
+        mine = _normalised(dict(exp.outcomes))
+        theirs = pred.outcomes
+        if any(
+            abs(mine.get(k, 0.0) - theirs.get(k, 0.0)) > SHARE_TOLERANCE for k in {*mine, *theirs}
+        ):
+            out.append(say(f"the outcomes {_describe_outcomes(mine)}", _describe_outcomes(theirs)))
+    if exp.completed is not None and abs(exp.completed - pred.completed) > SHARE_TOLERANCE:
+        out.append(
+            say(
+                f"{_pct(exp.completed)} of the attempts to complete",
+                f"{_pct(pred.completed)} ({_describe_outcomes(pred.ends)})",
+            )
+        )
     if exp.source_ip is not None:
         fates = pred.delivered
         agree = bool(fates) and all(
@@ -426,6 +454,53 @@ def _check_outcome(exp: Expected, obs: Observation) -> list[str]:
                 f"the outcomes ({seen} of {total}) do not fit the expected "
                 f"{_describe_outcomes(exp.outcomes)} ({_stat_words(stat, dof, p)})"
             )
+    return out
+
+
+def _check_completed(exp: Expected, obs: Observation) -> list[str]:
+    """How many attempts a real client saw succeed, against the expected fraction."""
+    if exp.completed is None:
+        return []
+    n = obs.sent
+    done = obs.ended(COMPLETED)
+    rest = Counter(a.end for a in obs.attempts if a.end != COMPLETED)
+    others = _and([f"{rest[e]} {e}" for e in ENDS if rest.get(e)])
+    if exp.completed >= 1.0:
+        if done == n:
+            return []
+        return [f"expected every attempt to complete, but {n - done} of {n} did not ({others})"]
+    if exp.completed <= 0.0:
+        if done == 0:
+            return []
+        return [f"expected no attempt to complete, but {done} of {n} did"]
+    fractions = [exp.completed, 1.0 - exp.completed]
+    if n * min(fractions) < MIN_EXPECTED:
+        return []
+    stat, dof, p = chi_square([done, n - done], fractions)
+    if p >= ALPHA:
+        return []
+    return [
+        f"{done} of {n} attempts completed ({others} did not), which does not fit the "
+        f"expected {_pct(exp.completed)} ({_stat_words(stat, dof, p)})"
+    ]
+
+
+def why_lines(pred: Prediction) -> list[str]:
+    """The oracle's cause of each way an attempt is predicted not to complete."""
+    causes: dict[tuple[str, str], float] = {}
+    for f in pred.fates:
+        if f.probability <= 0 or not f.why:
+            continue
+        end = f.outcome
+        if f.outcome == DELIVERED:
+            if f.return_path == "correct":
+                continue
+            end = "broken"
+        causes[(end, f.why)] = causes.get((end, f.why), 0.0) + f.probability
+    ranked = sorted(causes.items(), key=lambda kv: (-kv[1], kv[0]))
+    out = [f"why {end} ({_pct(p)}): {why}" for (end, why), p in ranked[:MAX_WHY_LINES]]
+    if len(ranked) > MAX_WHY_LINES:
+        out.append(f"... and {len(ranked) - MAX_WHY_LINES} more causes")
     return out
 
 
@@ -597,6 +672,8 @@ def path_text(obs: Observation) -> str:
     src = first.src if first else obs.source_address or "?"
     dst = obs.target or (first.dst if first else "?")
     parts = [f"{src} -> {dst}"]
+    if a.edge_node:  # as it left the edge towards the node the edge chose
+        parts.append(f"edge to {a.edge_node}")
     nat = [f"DNAT {a.dnat}"] if a.dnat else []
     nat += [f"SNAT {a.snat}"] if a.snat else []
     if a.outcome == DELIVERED:

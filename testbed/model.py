@@ -172,6 +172,8 @@ class Expectation:
     pods: tuple[str, ...] | None = None
     return_path: str | None = None  # correct | broken | mixed | none
     share: tuple[tuple[str, float], ...] | None = None
+    completed: float | None = None  # fraction of attempts that complete (Attempt.end)
+    outcomes: tuple[tuple[str, float], ...] | None = None  # fraction per outcome
 
 
 @dataclass(frozen=True)

@@ -29,13 +29,22 @@ from fractions import Fraction
 
 from testbed import targets
 from testbed.model import Endpoint, NodePlan, Plan, PortPlan, ProbePlan, ServicePlan
-from testbed.records import DELIVERED, DROPPED, REJECTED
+from testbed.records import BROKEN as BROKEN_END
+from testbed.records import COMPLETED, DELIVERED, DROPPED, REJECTED
 
 CORRECT = "correct"
 BROKEN = "broken"
 NONE = "none"
 MIXED = "mixed"
 NO_SNAT = "no-snat"
+NO_ROUTE_CLUSTER_IP = (
+    "the edge has no route to the Service CIDR: outside traffic reaches a ClusterIP "
+    "only from inside the cluster"
+)
+NO_ROUTE_POD = (
+    "the edge has no route to the pod network: outside traffic reaches a pod only "
+    "through a Service's NodePort, LB IP or externalIP"
+)
 
 
 class OracleError(ValueError):
@@ -82,6 +91,25 @@ class Prediction:
             if f.probability > 0:
                 out[f.outcome] = out.get(f.outcome, 0.0) + f.probability
         return dict(sorted(out.items()))
+
+    @property
+    def ends(self) -> dict[str, float]:
+        """Probability of each way an attempt ends for the source (Attempt.end): a delivery
+        completes only when the reply comes back from the address aimed at."""
+        out: dict[str, float] = {}
+        for f in self.fates:
+            if f.probability <= 0:
+                continue
+            end = f.outcome
+            if f.outcome == DELIVERED:
+                end = COMPLETED if f.return_path == CORRECT else BROKEN_END
+            out[end] = out.get(end, 0.0) + f.probability
+        return dict(sorted(out.items()))
+
+    @property
+    def completed(self) -> float:
+        """The fraction of attempts a real client would see succeed."""
+        return self.ends.get(COMPLETED, 0.0)
 
     @property
     def outcome(self) -> str:
@@ -152,6 +180,7 @@ class Prediction:
         out: dict = {"outcome": self.outcome}
         if self.outcome == MIXED:
             out["outcomes"] = {k: round(v, 6) for k, v in self.outcomes.items()}
+        out["completed"] = round(self.completed, 6)
         if self.source_ip is not None:
             out["sourceIP"] = self.source_ip
         out["pods"] = list(self.pods)
@@ -440,7 +469,7 @@ def _service_fates(ctx: _Ctx, via: str, node: NodePlan | None, lb_nodes) -> list
     assert svc is not None and ctx.port is not None
     if via == "clusterIP":
         if src.kind == "client":
-            return [_edge_rejects(one, "the edge has no route to the service CIDR")]
+            return [_edge_rejects(one, NO_ROUTE_CLUSTER_IP)]
         if not _protocol_ok(ctx):
             return [_fail(one, REJECTED, None, "the ClusterIP does not serve that protocol")]
         if not usable(ctx.port.endpoints):
@@ -549,7 +578,7 @@ def _raw_fates(ctx: _Ctx, lb_nodes) -> tuple[list[Fate], _Ctx]:
         if ip not in (node.ip, node.gateway):
             continue
         if ip == node.gateway and src.kind == "client":
-            return [_edge_rejects(one, "the edge has no route to the pod network")], ctx
+            return [_edge_rejects(one, NO_ROUTE_POD)], ctx
         np_here = nodeport and (ip == node.ip or plan.proxy.mode == "iptables")
         if not np_here:
             return [_fail(one, REJECTED, node.name, nobody)], ctx
@@ -561,7 +590,7 @@ def _raw_fates(ctx: _Ctx, lb_nodes) -> tuple[list[Fate], _Ctx]:
         if pod.ip != ip:
             continue
         if src.kind == "client":
-            return [_edge_rejects(one, "the edge has no route to the pod network")], ctx
+            return [_edge_rejects(one, NO_ROUTE_POD)], ctx
         assert src.node is not None
         if (port, proto) not in _served_ports(plan, pod.name):
             return [_fail(one, REJECTED, None, f"{pod.name} does not serve {port}/{proto}")], ctx
@@ -581,7 +610,7 @@ def _raw_fates(ctx: _Ctx, lb_nodes) -> tuple[list[Fate], _Ctx]:
 
     if _in(ip, plan.network.service_cidr):
         if src.kind == "client":
-            return [_edge_rejects(one, "the edge has no route to the service CIDR")], ctx
+            return [_edge_rejects(one, NO_ROUTE_CLUSTER_IP)], ctx
         allocated = any(s.cluster_ip == ip for s in plan.services)
         if plan.proxy.mode == "nftables" and not allocated:
             why = "nftables kube-proxy drops traffic to an unallocated ClusterIP"

@@ -1,4 +1,4 @@
-"""Pictures of a run: which pod answered how often, and how long connections took.
+"""Pictures of a run: which pod received how many connections, and how long they took.
 
 Drawn from the verdicts' report data (shares per pod and node, expected shares)
 and, for latency, from the attempts themselves. matplotlib is an optional
@@ -8,8 +8,8 @@ extra: it is imported only here and only when pictures are asked for.
   with the expected share and the range a fair draw lands in 95% of the time;
 - `<scenario>-<mode>-shares.png`: every share probe of a scenario side by side;
 - `<scenario>-<mode>-<probe>-latency.png`: connect and request time per path;
-- `<scenario>-<mode>-<step>-convergence.png`: answered and dropped attempts per
-  batch while the edge converges after a change.
+- `<scenario>-<mode>-<step>-convergence.png`: completed, dropped and other (broken or
+  rejected) attempts per batch while the edge converges after a change.
 """
 
 from __future__ import annotations
@@ -158,7 +158,8 @@ def share_figure(result: ScenarioResult, verdict: Verdict):
     fig = _figure(max(6.0, 1.2 * len(rows) + 3), 5.0)
     ax = fig.add_subplot()
     sent = verdict.observed.get("sent", 0)
-    title = f"{verdict.name}: which pod answered ({sent} connections)"
+    done = verdict.observed.get("completed", 0)
+    title = f"{verdict.name}: which pod each delivered connection reached ({done}/{sent} completed)"
     _share_panel(ax, verdict, colours, title + "\n" + _entry_words(verdict))
     fig.suptitle(f"{result.name} ({result.proxy_mode})\n{_wrap(result.description)}", fontsize=11)
     _legend(fig, colours, {r[1] for r in rows}, any(r[4] is not None for r in rows))
@@ -173,13 +174,14 @@ def combined_share_figure(result: ScenarioResult, verdicts: Sequence[Verdict]):
     axes = fig.subplots(1, len(verdicts), sharey=True)
     for ax, verdict in zip(axes, verdicts, strict=True):
         sent = verdict.observed.get("sent", 0)
-        title = f"{verdict.name} ({sent} connections)\n{_entry_words(verdict)}"
+        done = verdict.observed.get("completed", 0)
+        title = f"{verdict.name} ({done}/{sent} completed)\n{_entry_words(verdict)}"
         _share_panel(ax, verdict, colours, title)
     for ax in axes[1:]:
         ax.set_ylabel("")
     axes[0].set_ylim(0, max(_top(v) for v in verdicts))
     fig.suptitle(
-        f"{result.name} ({result.proxy_mode}): which pod answered, probe by probe\n"
+        f"{result.name} ({result.proxy_mode}): which pod each delivered connection reached\n"
         f"{_wrap(result.description)}",
         fontsize=11,
     )
@@ -251,21 +253,34 @@ def latency_figure(result: ScenarioResult, observation: Observation):
 
 
 def convergence_figure(result: ScenarioResult, verdict: Verdict):
-    """Each batch of a probeDuringConvergence step: delivered and dropped, over time."""
+    """Each batch of a probeDuringConvergence step: completed, dropped and the rest, over time."""
     info = verdict.details["convergence"]
     rows = info["timeline"]
     fig = _figure(9.0, 4.8)
     ax = fig.add_subplot()
     times = [r[0] for r in rows]
     dropped = [r[2] for r in rows]
-    answered = [r[1] - r[2] for r in rows]
+    completed = [r[3] if len(r) > 3 else r[1] - r[2] for r in rows]
+    other = [r[1] - d - c for r, d, c in zip(rows, dropped, completed, strict=True)]
     width = 0.6 * min((b - a for a, b in zip(times, times[1:], strict=False)), default=0.1)
-    ax.bar(times, answered, width=width, color="#55A868", label="answered", align="edge")
+    ax.bar(times, completed, width=width, color="#55A868", label="completed", align="edge")
+    bottom = completed
+    if any(other):
+        ax.bar(
+            times,
+            other,
+            width=width,
+            bottom=bottom,
+            color="#8C8C8C",
+            label="broken or rejected",
+            align="edge",
+        )
+        bottom = [b + o for b, o in zip(bottom, other, strict=True)]
     ax.bar(
         times,
         dropped,
         width=width,
-        bottom=answered,
+        bottom=bottom,
         color="#C44E52",
         label="dropped",
         align="edge",

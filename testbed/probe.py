@@ -24,7 +24,7 @@ from testbed.capture import ACK, RST, SYN, Capture, Frame, Point
 from testbed.model import Plan, ProbePlan
 from testbed.records import DELIVERED, DROPPED, REJECTED, Attempt, Hop, Observation
 from testbed.targets import Aim, aim, source_address
-from testbed.topology import Wiring
+from testbed.topology import EDGE, Wiring
 
 REJECT_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNRESET}
 DEFAULT_TIMEOUT = 1.0
@@ -34,8 +34,10 @@ BATCH = 1000  # attempts in flight at once; more only fill a listen backlog
 
 
 def capture_points(plan: Plan, wiring: Wiring) -> list[Point]:
-    """Client and node fabric interfaces, and every pod's own interface."""
+    """Client and node fabric interfaces, the edge's port towards each node (where a
+    packet leaves once the edge has chosen its node), and every pod's own interface."""
     points = [Point(wiring.ns(c.name), "eth0", f"{c.name}/eth0") for c in plan.clients]
+    points += [Point(wiring.ns(EDGE), n.name, f"{EDGE}/{n.name}") for n in plan.nodes]
     points += [Point(wiring.ns(n.name), "eth0", f"{n.name}/eth0") for n in plan.nodes]
     points += [Point(wiring.ns(p.name), "eth0", f"{p.name}/eth0") for p in plan.pods]
     return points
@@ -208,6 +210,7 @@ def run(
     opener = _open_udp if protocol == "UDP" else _open_tcp
     pods_by_point = {f"{p.name}/eth0": p.name for p in plan.pods}
     nodes_by_point = {f"{n.name}/eth0": n.name for n in plan.nodes}
+    nodes_by_point |= {f"{EDGE}/{n.name}": n.name for n in plan.nodes}  # the edge's ports
     source_ip = source_address(plan, probe.source)
     source_point = f"{probe.source}/eth0"
     packets = probe.mode == "packet"
@@ -361,6 +364,7 @@ def _explain(
         for f in index.icmp
         if f.point == source_point and not f.outgoing and f.inner and f.inner[2] == lport
     ]
+    edge_ports = {pt for pt in nodes_by_point if pt.startswith(f"{EDGE}/")}
     delivered = [f for f in story if f.point in pods_by_point and not f.outgoing]
     pod_frame = delivered[0] if delivered else None
     pod = pods_by_point[pod_frame.point] if pod_frame else None
@@ -389,7 +393,18 @@ def _explain(
         (
             nodes_by_point[f.point]
             for f in story
-            if f.point in nodes_by_point and not f.outgoing and f.dst == target.ip
+            if f.point in nodes_by_point
+            and f.point not in edge_ports
+            and not f.outgoing
+            and f.dst == target.ip
+        ),
+        None,
+    )
+    edge_node = next(
+        (
+            nodes_by_point[f.point]
+            for f in story
+            if f.point in edge_ports and f.outgoing and f.dst == target.ip
         ),
         None,
     )
@@ -405,6 +420,13 @@ def _explain(
     )
     snat = pod_frame.src if pod_frame and first and pod_frame.src != first.src else None
     server_view = t.reply.decode(errors="replace").strip() or None if t.reply else None
+    refused = bool(
+        reply is not None and reply.proto == 6 and reply.flags & RST and not reply.flags & SYN
+    ) or (t.error == errno.ECONNREFUSED and reply_from in (None, target.text))
+    if t.sock is None:  # packet probes: the handshake's answer (or the datagram's) is all
+        answered = reply is not None and reply_from == target.text and not refused
+    else:
+        answered = bool(t.reply) and (protocol == "UDP" or t.answered_at is not None)
     hops = tuple(
         _hop(f, started) for f in sorted([*story, *replies, *resets, *icmp], key=lambda f: f.at)
     )
@@ -422,6 +444,9 @@ def _explain(
         dnat=dnat,
         snat=snat,
         server_view=server_view,
+        answered=answered,
+        refused=refused,
+        edge_node=edge_node,
         connect_ms=connect_ms,
         rtt_ms=rtt_ms,
         hops=hops,

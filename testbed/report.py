@@ -37,8 +37,46 @@ def _counts(counter: Mapping[str, int]) -> str:
     return ", ".join(f"{k} x{v}" for k, v in counter.items()) or "-"
 
 
+def _fraction(x: float) -> str:
+    return f"{100 * x:.3g}%"
+
+
+def _completed(obs: Mapping) -> str:
+    """`26/90 (64 dropped)`: how many attempts a real client saw succeed, and the rest."""
+    sent = obs.get("sent", 0)
+    done = obs.get("completed", 0)
+    rejected = sent - done - obs.get("broken", 0) - obs.get("dropped", 0)
+    rest = [
+        (obs.get("broken", 0), "broken"),
+        (rejected, "rejected"),
+        (obs.get("dropped", 0), "dropped"),
+    ]
+    others = ", ".join(f"{k} {name}" for k, name in rest if k)
+    return f"{done}/{sent}" + (f" ({others})" if others else "")
+
+
+def _sources(obs: Mapping) -> str:
+    """Each source address with who reported it: the pod's own answer, or only a capture."""
+    by = obs.get("sourceIPsBy", {})
+    out = []
+    for ip, k in obs.get("sourceIPs", {}).items():
+        said, seen = by.get(ip, {}).get("answer", 0), by.get(ip, {}).get("capture", 0)
+        if said and seen:
+            how = f"answer {said}, capture only {seen}"
+        else:
+            how = "answer" if said else "capture only"
+        out.append(f"{ip} x{k} ({how})")
+    return ", ".join(out) or "-"
+
+
 def _expected(exp: Mapping) -> str:
-    parts = [str(exp.get("outcome", "?"))]
+    parts = []
+    if exp.get("completed") is not None:
+        parts.append(f"completed {_fraction(exp['completed'])}")
+    if exp.get("outcomes"):
+        parts.append(", ".join(f"{k} {_fraction(v)}" for k, v in exp["outcomes"].items()))
+    else:
+        parts.append(str(exp.get("outcome", "?")))
     if exp.get("sourceIP"):
         parts.append(f"sees {exp['sourceIP']}")
     if exp.get("pods"):
@@ -48,16 +86,17 @@ def _expected(exp: Mapping) -> str:
     return "; ".join(parts)
 
 
-HEADER = ("PROBE", "PATH TAKEN", "POD(S)", "SOURCE IP SEEN", "EXPECTED", "VERDICT")
+HEADER = ("PROBE", "COMPLETED", "PATH TAKEN", "POD(S)", "SOURCE IP SEEN", "EXPECTED", "VERDICT")
 
 
 def _rows(verdicts: Sequence[Verdict]) -> list[tuple[str, ...]]:
     return [
         (
             v.name,
+            _completed(v.observed),
             v.path or "-",
             _counts(v.observed.get("pods", {})),
-            _counts(v.observed.get("sourceIPs", {})),
+            _sources(v.observed),
             _expected(v.expected),
             PASS if v.passed else FAIL,
         )

@@ -1849,10 +1849,17 @@ class _Reader:
         return target, sport.protocol
 
     def _expectation(self, v: _V) -> Expectation:
-        v.mapping(("outcome", "sourceIP", "pods", "returnPath", "share"))
+        v.mapping(("outcome", "outcomes", "completed", "sourceIP", "pods", "returnPath", "share"))
         out = Expectation()
         if (o := v.get("outcome")) is not None:
             out = replace(out, outcome=o.enum("delivered", "dropped", "rejected"))
+        if (c := v.get("completed")) is not None:
+            fraction = c.number()
+            if not 0 <= fraction <= 1:
+                c.fail(f"{fraction:g} is outside [0, 1]: the fraction of attempts that complete")
+            out = replace(out, completed=fraction)
+        if (oc := v.get("outcomes")) is not None:
+            out = replace(out, outcomes=self._outcomes(oc, o))
         if (s := v.get("sourceIP")) is not None:
             source = s.string()
             if source not in ("client", "node"):
@@ -1891,6 +1898,28 @@ class _Reader:
                 sh.fail(f"shares add up to {total:g}, not 1")
             out = replace(out, share=tuple(shares))
         return out
+
+    def _outcomes(self, v: _V, outcome_v: _V | None) -> tuple[tuple[str, float], ...]:
+        """expect.outcomes: {delivered: 0.333, dropped: 0.667}, fractions adding up to 1."""
+        if outcome_v is not None:
+            outcome_v.fail("give either outcome or outcomes, not both")
+        if not isinstance(v.value, dict) or not v.value:
+            v.fail(f"must map delivered, dropped or rejected to a fraction, not {_kind(v.value)}")
+        found = []
+        for name in v.value:
+            sub = _V(v.value[name], v.key_loc(name))
+            if name not in ("delivered", "dropped", "rejected"):
+                _V(name, sub.loc).fail(
+                    f"unknown outcome {show(name)} (expected: delivered, dropped, rejected)"
+                )
+            fraction = sub.number()
+            if not 0 <= fraction <= 1:
+                sub.fail(f"{fraction} is outside [0, 1]")
+            found.append((name, fraction))
+        total = sum(f for _, f in found)
+        if abs(total - 1) > SHARE_TOLERANCE:
+            v.fail(f"outcomes add up to {total:g}, not 1")
+        return tuple(found)
 
     def _known_pod(self, v: _V) -> str:
         name = v.string()

@@ -28,7 +28,7 @@ from testbed import judge, oracle
 from testbed.judge import Verdict
 from testbed.lab import Lab
 from testbed.model import ProbePlan
-from testbed.records import DELIVERED, DROPPED, REJECTED, Observation
+from testbed.records import COMPLETED, DELIVERED, DROPPED, REJECTED, Observation
 from testbed.scenario import Step
 
 BATCH_EVERY = 0.1  # seconds between the starts of two batches, at the least
@@ -99,6 +99,7 @@ def _merge(probe: ProbePlan, parts: Sequence[Observation]) -> Observation:
 def _counts(obs: Observation) -> dict[str, int]:
     return {
         "sent": obs.sent,
+        "completed": obs.ended(COMPLETED),
         "delivered": obs.count(DELIVERED),
         "dropped": obs.count(DROPPED),
         "rejected": obs.count(REJECTED),
@@ -144,7 +145,7 @@ def during_convergence(lab: Lab, probe: ProbePlan, since: _Since) -> tuple[Obser
     moved_at: float | None = None
     deadline = time.monotonic() + SETTLE_TIMEOUT
     settled_at: float | None = None
-    timeline = []  # per batch: seconds since the change, sent, dropped
+    timeline = []  # per batch: seconds since the change, sent, dropped, completed
     while len(after) < AFTER_BATCHES and time.monotonic() < deadline:
         started = time.monotonic()
         if moved_at is None and lab.lb_nodes() != since.pools:
@@ -153,7 +154,13 @@ def during_convergence(lab: Lab, probe: ProbePlan, since: _Since) -> tuple[Obser
             settled_at = started
         batch = _batch(lab, probe)
         (after if settled_at is not None else before).append(batch)
-        timeline.append([round(started - since.at, 3), batch.sent, batch.count(DROPPED)])
+        row = [
+            round(started - since.at, 3),
+            batch.sent,
+            batch.count(DROPPED),
+            batch.ended(COMPLETED),
+        ]
+        timeline.append(row)
         time.sleep(max(0.0, BATCH_EVERY - (time.monotonic() - started)))
     early, late = _merge(probe, before), _merge(probe, after)
     predicted = oracle.predict(lab.plan, probe, lb_nodes=lab.lb_nodes())

@@ -23,6 +23,14 @@ from netaddr import IPNetwork
 from testbed.model import Plan
 
 EDGE = "edge"
+# The edge's ECMP hash, as a pass-through LB pins a flow: on the 5-tuple and nothing else.
+# Policy 1 ("layer 4") reuses a forwarded packet's own flow hash when it carries one, and
+# the client's kernel draws a new one for every SYN retransmit (sk_rethink_txhash), so a
+# retried SYN could land on another node. Policy 3 hashes the fields listed in
+# fib_multipath_hash_fields, read from the packet: 0x37 = source and destination address
+# (0x1, 0x2), IP protocol (0x4), source and destination port (0x10, 0x20).
+EDGE_HASH_POLICY = "3"
+EDGE_HASH_FIELDS = str(0x0037)
 FABRIC_BRIDGE = "br-fabric"
 EXT_BRIDGE = "br-ext"
 # Every lab namespace starts with this; a private prefix (TESTBED_NS_PREFIX, with a private
@@ -130,8 +138,10 @@ def wire(plan: Plan, lab_id: str) -> Wiring:
         # pass-through: the edge forwards what it is given, like a cloud fabric
         Sysctl(EDGE, "net/ipv4/conf/all/rp_filter", "0"),
         Sysctl(EDGE, "net/ipv4/conf/default/rp_filter", "0"),
-        # ECMP hashes on the L4 5-tuple, so each flow picks a node and stays there
-        Sysctl(EDGE, "net/ipv4/fib_multipath_hash_policy", "1"),
+        # ECMP hashes the 5-tuple itself, so every packet of a flow, retransmitted SYNs
+        # included, goes to the same node (see EDGE_HASH_FIELDS)
+        Sysctl(EDGE, "net/ipv4/fib_multipath_hash_policy", EDGE_HASH_POLICY),
+        Sysctl(EDGE, "net/ipv4/fib_multipath_hash_fields", EDGE_HASH_FIELDS),
         Sysctl(EDGE, "net/ipv4/icmp_ratelimit", "0"),
     ]
 

@@ -68,6 +68,8 @@ def observe(attempts: list[Attempt], source: str = CLIENT_IP, target: str = f"{V
 
 
 def ok(pod: str, seen: str, entry: str, reply: str = f"{VIP}:80", **kw) -> Attempt:
+    """A delivery whose answer came back from the address aimed at: it completed."""
+    kw.setdefault("answered", True)
     return Attempt("delivered", pod, seen, reply, "correct", entry_node=entry, **kw)
 
 
@@ -171,7 +173,7 @@ def test_scenario_disagreeing_with_the_oracle_fails_even_when_packets_match_it()
     assert v.reasons == (
         "the scenario expects the outcome dropped but kube-proxy semantics predict delivered",
     )
-    assert v.expected == {"outcome": "dropped", "pods": [], "returnPath": "none"}
+    assert v.expected == {"outcome": "dropped", "completed": 0.0, "pods": [], "returnPath": "none"}
     assert v.oracle["outcome"] == "delivered"
 
 

@@ -452,12 +452,14 @@ def test_unallocated_cluster_ip_is_dropped_by_nftables_rejected_otherwise() -> N
 def test_as_report_has_the_report_shape() -> None:
     assert predict(world(external="Local"), probe("client", "nodePort", "node-1")).as_report() == {
         "outcome": "delivered",
+        "completed": 1.0,
         "sourceIP": "client",
         "pods": ["web-0"],
         "returnPath": "correct",
     }
     assert predict(world(), probe("client", "clusterIP")).as_report() == {
         "outcome": "rejected",
+        "completed": 0.0,
         "pods": [],
         "returnPath": "none",
     }

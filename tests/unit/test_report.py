@@ -32,6 +32,8 @@ def attempt(pod: str, seen: str) -> Attempt:
         entry_node="node-2",
         dnat="10.244.1.2:8080" if pod == "web-0" else "10.244.2.2:8080",
         snat=seen,
+        server_view=f"{seen}:40001",
+        answered=True,
         hops=(HOP,),
     )
 
