@@ -71,6 +71,12 @@ def set_policy(
     return replace(scenario, services=services)
 
 
+def set_edge_health_checks(scenario: Scenario, on: bool) -> Scenario:
+    """Turn the edge's health checks on or off (spec.loadBalancer.healthChecks)."""
+    lb = replace(scenario.lab.load_balancer, health_checks=on)
+    return replace(scenario, lab=replace(scenario.lab, load_balancer=lb))
+
+
 def scale(scenario: Scenario, deployment: str, replicas: int) -> Scenario:
     if replicas < 0:
         raise ChangeError(f"replicas must be 0 or more, not {replicas}")

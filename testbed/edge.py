@@ -150,6 +150,18 @@ class EdgeBalancer:
         self._thread.start()
         return self
 
+    def follow_plan(self) -> None:
+        """Start or stop checking when the plan turned health checks on or off; with them
+        off, every node goes back into every VIP's route."""
+        lb = self.plan.load_balancer
+        wanted = bool(self._vips()) and lb.mode == "ecmp" and lb.health_checks
+        if wanted and self._thread is None:
+            self._stop.clear()
+            self.start()
+        elif not wanted:
+            self.stop()
+            self._apply_routes()
+
     def _loop(self) -> None:
         interval = self.plan.load_balancer.health.interval
         while not self._stop.wait(interval):

@@ -331,6 +331,14 @@ class Lab:
         else:
             self._replan(self.scenario)
 
+    def set_edge_health_checks(self, on: bool) -> None:
+        """Turn the edge's health checks on (it converges before this returns) or off."""
+        from testbed import changes
+
+        self._replan(changes.set_edge_health_checks(self._need_scenario(), on))
+        if self.edge is not None:
+            self.edge.follow_plan()
+
     def set_proxy_health(self, node: str, healthy: bool) -> None:
         """Mark kube-proxy on a node (un)healthy: its /healthz and service checks say 503."""
         self.plan.node(node)

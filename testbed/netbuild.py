@@ -14,7 +14,7 @@ from pyroute2 import IPRoute
 
 from testbed import netns
 from testbed.checkpoint import reached
-from testbed.topology import Wiring
+from testbed.topology import EDGE, Wiring
 
 
 class Netlink:
@@ -140,6 +140,11 @@ def apply(
 
     set_routes(wiring, nl, wiring.routes)
     reached("routes")
+
+    if wiring.edge_rules:
+        from testbed.kubeproxy.sync import run_in
+
+        run_in(full(EDGE), ["nft", "-f", "-"], wiring.edge_rules)
 
 
 def set_routes(wiring: Wiring, nl: Netlink, routes: Iterable) -> None:

@@ -105,7 +105,7 @@ class KubeProxySpec:
     what_if: tuple[str, ...] = ()
 
 
-CHANGE_ACTIONS = ("deletePod", "scale", "setPolicy", "proxyHealthy")
+CHANGE_ACTIONS = ("deletePod", "scale", "setPolicy", "proxyHealthy", "edgeHealthChecks")
 STEP_ACTIONS = (*CHANGE_ACTIONS, "waitForHealthChecks", "probe", "probeDuringConvergence")
 
 
@@ -126,7 +126,7 @@ class Step:
     external_policy: str | None = None
     internal_policy: str | None = None
     node: str | None = None  # proxyHealthy
-    healthy: bool = True
+    healthy: bool = True  # proxyHealthy; edgeHealthChecks: whether the edge checks
     probe: ProbePlan | None = None  # probe, probeDuringConvergence
     loc: Loc = field(default=NOWHERE, compare=False)
 
@@ -1734,6 +1734,10 @@ class _Reader:
                 if node not in names:
                     node_v.fail(f"no node named {show(node)} in the lab ({_few(names)})")
                 step = replace(step, node=node, healthy=v.need("healthy").boolean())
+            elif action == "edgeHealthChecks":
+                if self.lab is not None and self.lab.load_balancer.mode != "ecmp":
+                    v.fail("the edge checks health only in loadBalancer mode ecmp")
+                step = replace(step, healthy=v.boolean())
             elif action == "waitForHealthChecks":
                 if v.boolean() is not True:
                     v.fail("must be true (leave the step out not to wait)")

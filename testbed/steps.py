@@ -86,6 +86,8 @@ def _change(lab: Lab, step: Step) -> None:
         lab.set_policy(step.service, step.external_policy, step.internal_policy)
     elif step.action == "proxyHealthy":
         lab.set_proxy_health(step.node, step.healthy)
+    elif step.action == "edgeHealthChecks":
+        lab.set_edge_health_checks(step.healthy)
     else:
         raise ValueError(f"{step.action} is not a change")
 

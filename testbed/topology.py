@@ -79,6 +79,7 @@ class Wiring:
     addrs: tuple[Addr, ...]
     routes: tuple[Route, ...]
     sysctls: tuple[Sysctl, ...]
+    edge_rules: str = ""  # nft ruleset of the edge namespace ("" on partial wirings)
 
     def ns(self, short: str) -> str:
         return ns_name(self.lab_id, short)
@@ -121,6 +122,34 @@ def default_vip_nodes(plan: Plan) -> dict[str, tuple[str, ...]]:
     return vips
 
 
+def edge_rules(plan: Plan) -> str:
+    """The edge's answer to outside traffic for the Service CIDR or the pod network.
+
+    The edge has no route there, as a real edge router has none; but the kernel answers a
+    missing route through `ip_error`, which sends at most about five ICMP errors in a burst
+    per source and one a second after that (net.ipv4.route.error_cost / error_burst exist
+    only in the host's own namespace). Rejecting the traffic here instead makes the edge
+    send one "net unreachable" per attempt, so every attempt is rejected, as predicted.
+    """
+    net = plan.network
+    inside = sorted({net.service_cidr, net.pod_cidr, *(n.pod_cidr for n in plan.nodes)})
+    routed = sorted({ip for svc in plan.services for ip in (*svc.lb_ips, *svc.external_ips)})
+    lines = [
+        "table ip testbed-edge {",
+        "  chain prerouting {",
+        "    type filter hook prerouting priority 0; policy accept;",
+    ]
+    if routed:  # VIPs and externalIPs are routed even if they sit inside those ranges
+        lines.append(f"    ip daddr {{ {', '.join(routed)} }} accept")
+    lines += [
+        f'    iifname "{EXT_BRIDGE}" ip daddr {{ {", ".join(inside)} }} '
+        "reject with icmp type net-unreachable",
+        "  }",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def wire(plan: Plan, lab_id: str) -> Wiring:
     net = plan.network
     fabric_len = IPNetwork(net.node_cidr).prefixlen
@@ -143,6 +172,8 @@ def wire(plan: Plan, lab_id: str) -> Wiring:
         Sysctl(EDGE, "net/ipv4/fib_multipath_hash_policy", EDGE_HASH_POLICY),
         Sysctl(EDGE, "net/ipv4/fib_multipath_hash_fields", EDGE_HASH_FIELDS),
         Sysctl(EDGE, "net/ipv4/icmp_ratelimit", "0"),
+        # and no namespace-wide limit either (icmp_msgs_per_sec): one reject per attempt
+        Sysctl(EDGE, "net/ipv4/icmp_ratemask", "0"),
     ]
 
     for node in plan.nodes:
@@ -191,6 +222,7 @@ def wire(plan: Plan, lab_id: str) -> Wiring:
         addrs=tuple(addrs),
         routes=tuple(routes),
         sysctls=tuple(sysctls),
+        edge_rules=edge_rules(plan),
     )
 
 
