@@ -55,6 +55,43 @@ def read_routes(ns: str) -> dict[str, tuple[str, ...]]:
     return out
 
 
+HASH_FIELDS = (
+    (0x01, "source address"),
+    (0x02, "destination address"),
+    (0x04, "protocol"),
+    (0x10, "source port"),
+    (0x20, "destination port"),
+)
+
+
+def read_hash(ns: str) -> tuple[int, int]:
+    """The edge's multipath hash policy and custom fields, as its kernel holds them."""
+    from testbed.netbuild import read_sysctl
+
+    policy = int(read_sysctl(ns, "net/ipv4/fib_multipath_hash_policy"))
+    fields = int(read_sysctl(ns, "net/ipv4/fib_multipath_hash_fields"), 0)
+    return policy, fields
+
+
+def hash_words(policy: int, fields: int) -> str:
+    """How the kernel with this policy picks a node for a packet, in one line."""
+    if policy == 3:
+        used = [name for bit, name in HASH_FIELDS if fields & bit]
+        five = all(fields & bit for bit, _ in HASH_FIELDS)
+        how = (
+            "every packet of a flow, retransmits included, to one node"
+            if five
+            else ("flows that differ only in other fields share a node")
+        )
+        return f"hash on {', '.join(used) or 'nothing'} (policy 3, fields {fields:#06x}): {how}"
+    if policy == 1:
+        return (
+            "hash policy 1: a packet's own flow hash when it carries one, which the client "
+            "redraws on each SYN retransmit: a retried SYN may reach another node"
+        )
+    return f"hash policy {policy}: on addresses only, every flow of one client to one node"
+
+
 def look(plan: Plan, lab_id: str, timeout: float | None = None) -> list[VipView]:
     """Every VIP and externalIP: its route now and each node's health answer now."""
     from testbed.edge import check_port, http_status
@@ -80,8 +117,10 @@ def look(plan: Plan, lab_id: str, timeout: float | None = None) -> list[VipView]
     return views
 
 
-def describe(plan: Plan, lab_id: str, views: list[VipView]) -> str:
-    """The views as text for people."""
+def describe(
+    plan: Plan, lab_id: str, views: list[VipView], hashing: tuple[int, int] | None = None
+) -> str:
+    """The views as text for people; `hashing` is read_hash() of the edge."""
     lb = plan.load_balancer
     cfg = lb.health
     by_ip = {n.ip: n.name for n in plan.nodes}
@@ -91,6 +130,8 @@ def describe(plan: Plan, lab_id: str, views: list[VipView]) -> str:
         f"(every {cfg.interval:g} s; in after {cfg.healthy_threshold} good answers, "
         f"out after {cfg.unhealthy_threshold} bad ones)",
     ]
+    if hashing is not None and lb.mode == "ecmp":
+        lines.append(f"edge ECMP: {hash_words(*hashing)}")
     if not views:
         lines.append("no LoadBalancer VIP or externalIP in this lab")
     for view in views:
@@ -102,7 +143,7 @@ def describe(plan: Plan, lab_id: str, views: list[VipView]) -> str:
             f"({svc.type}, externalTrafficPolicy {svc.external_policy})"
         )
         hops = ", ".join(f"{by_ip.get(g, '?')} {g}" for g in view.gateways)
-        how = " (ECMP: one flow, one node)" if len(view.gateways) > 1 else ""
+        how = " (ECMP: each flow hashed to one of them)" if len(view.gateways) > 1 else ""
         route = f"via {hops}{how}" if hops else "none (no node in the pool)"
         lines.append(f"  edge route: {route}")
         what = "healthCheckNodePort" if view.check.endswith("/") else "kube-proxy's /healthz"

@@ -408,6 +408,8 @@ def _explain(
         ),
         None,
     )
+    if not any(c.name == source for c in plan.clients):
+        edge_node = None  # inside the cluster the fabric carries it; the edge chooses nothing
     if entry is None and pod is not None:
         src_pod = next((p for p in plan.pods if p.name == source), None)
         entry = src_pod.node if src_pod else (source if source in nodes_by_point.values() else None)

@@ -88,7 +88,8 @@ def cmd_lb(args: argparse.Namespace) -> int:
 
     found = find_lab(args.lab)
     plan = runner.load(found.file, found.proxy_mode)
-    print(lbview.describe(plan, found.id, lbview.look(plan, found.id)))
+    hashing = lbview.read_hash(lbview.ns_name(found.id, lbview.EDGE))
+    print(lbview.describe(plan, found.id, lbview.look(plan, found.id), hashing))
     return 0
 
 

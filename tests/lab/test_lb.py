@@ -8,11 +8,15 @@ convergence) and, for the health-check story, the edge's routing table itself.
 from __future__ import annotations
 
 import json
+import select
+import socket
+import time
 from pathlib import Path
 
 import pytest
 
-from testbed import lbview, measure, runner, steps
+from testbed import lbview, measure, netns, runner, steps
+from testbed.capture import ACK, SYN
 from testbed.lab import Lab
 from testbed.records import DROPPED
 from tests.lab.conftest import SCENARIOS, run_testbed
@@ -142,10 +146,57 @@ def test_lb_command_reads_a_lab_left_up():
         assert shown.returncode == 0, shown.stderr
         lines = shown.stdout.splitlines()
         assert (
-            "  edge route: via node-1 172.18.0.11, node-2 172.18.0.12 (ECMP: one flow, one node)"
-            in lines
+            "  edge route: via node-1 172.18.0.11, node-2 172.18.0.12 "
+            "(ECMP: each flow hashed to one of them)" in lines
         )
+        assert any("policy 3, fields 0x0037" in line for line in lines)
         node3 = next(line for line in lines if line.startswith("    node-3"))
         assert "503" in node3 and node3.rstrip().endswith("no")
     finally:
         assert run_testbed("down", lab_id).returncode == 0
+
+
+FLOWS = 12  # with 3 nodes, a re-hash would leave all of them on their node about 1 in 500,000
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_retransmitted_syn_goes_to_the_node_its_first_syn_went_to(mode):
+    """A pass-through LB pins a flow by its 5-tuple: a SYN the client retransmits (here
+    because its first SYN-ACK is dropped in the client's own namespace) reaches the node
+    the first one reached, and the connection then completes."""
+    scenario, plan = runner.load_both(str(SCENARIOS / "cluster-to-local-outage.yaml"), mode)
+    vip = plan.service("runners").lb_ips[0]
+    with Lab(plan, scenario=scenario) as lab:
+        first_reply = "--connbytes 1:1 --connbytes-dir reply --connbytes-mode packets"
+        rule = f"-A INPUT -p tcp --tcp-flags SYN,ACK SYN,ACK -m connbytes {first_reply} -j DROP"
+        done = lab.exec("client", ["iptables", *rule.split()])
+        assert done.returncode == 0, done.stderr
+        with lab.capture([n.name for n in plan.nodes]) as cap:
+            socks = []
+            for _ in range(FLOWS):
+                sock = netns.socket_in(lab.ns("client"))
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 2)
+                sock.connect_ex((vip, 80))
+                socks.append(sock)
+            _, writable, _ = select.select([], socks, [], 0)
+            assert writable == []  # every first SYN-ACK was dropped
+            deadline = time.monotonic() + 2.5  # the first retransmit comes after 1 s
+            while time.monotonic() < deadline and len(writable) < FLOWS:
+                _, writable, _ = select.select([], socks, [], 0.1)
+            cap.flush()
+            frames = cap.frames()
+        errors = [s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) for s in socks]
+        ports = {s.getsockname()[1] for s in socks}
+        for sock in socks:
+            sock.close()
+    nodes_of: dict[int, list[str]] = {}
+    for f in frames:
+        syn = f.proto == 6 and f.flags & SYN and not f.flags & ACK and not f.outgoing
+        if syn and f.dst == vip and f.sport in ports:
+            nodes_of.setdefault(f.sport, []).append(f.point.split("/")[0])
+    assert set(nodes_of) == ports
+    assert all(len(seen) >= 2 for seen in nodes_of.values()), nodes_of  # retransmitted
+    assert all(len(set(seen)) == 1 for seen in nodes_of.values()), nodes_of  # one node each
+    assert len({seen[0] for seen in nodes_of.values()}) > 1  # and the flows were spread
+    assert errors == [0] * FLOWS  # each connection completed on its retransmitted SYN

@@ -49,13 +49,18 @@ def test_describe_shows_the_route_and_flags_nodes_the_edge_has_not_caught_up_wit
         lbview.NodeCheck("node-3", "172.18.0.13", "200", False),
     )
     view = lbview.VipView("198.51.100.10", svc, ("172.18.0.11", "172.18.0.12"), ":30001/", checks)
-    text = lbview.describe(plan(), "t-1234", [view])
+    text = lbview.describe(plan(), "t-1234", [view], (3, 0x37))
     lines = text.splitlines()
     assert lines[0] == "lab t-1234 (t, iptables): edge namespace tb-t-1234-edge"
     assert "every 0.25 s; in after 2 good answers, out after 3 bad ones" in lines[1]
     assert (
-        "  edge route: via node-1 172.18.0.11, node-2 172.18.0.12 (ECMP: one flow, one node)"
-        in lines
+        "  edge route: via node-1 172.18.0.11, node-2 172.18.0.12 "
+        "(ECMP: each flow hashed to one of them)" in lines
+    )
+    assert lines[2] == (
+        "edge ECMP: hash on source address, destination address, protocol, source port, "
+        "destination port (policy 3, fields 0x0037): every packet of a flow, retransmits "
+        "included, to one node"
     )
     assert "  health check: GET http://NODE:30001/ (healthCheckNodePort)" in lines
     node2 = next(line for line in lines if line.startswith("    node-2"))
@@ -71,6 +76,12 @@ def test_describe_without_a_route_or_vips():
     assert "  edge route: none (no node in the pool)" in text.splitlines()
     assert "(kube-proxy's /healthz)" in text
     assert "no LoadBalancer VIP or externalIP in this lab" in lbview.describe(plan(), "t-1", [])
+
+
+def test_hash_words_say_when_a_retried_syn_may_change_node():
+    assert "a retried SYN may reach another node" in lbview.hash_words(1, 0x37)
+    assert "share a node" in lbview.hash_words(3, 0x07)
+    assert "retransmits included" in lbview.hash_words(3, 0x37)
 
 
 def test_pool_moves_name_who_left_and_who_joined():
