@@ -479,8 +479,9 @@ def _check_completed(exp: Expected, obs: Observation) -> list[str]:
     stat, dof, p = chi_square([done, n - done], fractions)
     if p >= ALPHA:
         return []
+    rest_words = f" ({others} did not)" if rest else ""
     return [
-        f"{done} of {n} attempts completed ({others} did not), which does not fit the "
+        f"{done} of {n} attempts completed{rest_words}, which does not fit the "
         f"expected {_pct(exp.completed)} ({_stat_words(stat, dof, p)})"
     ]
 

@@ -328,3 +328,74 @@ def test_path_text_from_the_first_delivered_attempt() -> None:
         path_text(rejected)
         == "203.0.113.10 -> 10.96.0.10:80 | rejected (icmp-unreach from 203.0.113.1)"
     )
+
+
+# -- completed connections -------------------------------------------------------------------
+
+
+def test_an_attempt_ends_in_exactly_one_way() -> None:
+    assert ok("web-0", CLIENT_IP, "node-1").end == "completed"
+    unanswered = ok("web-0", CLIENT_IP, "node-1", answered=False)
+    assert unanswered.end == "broken"  # reached the pod, the request was never answered
+    reset = Attempt("delivered", "web-0", CLIENT_IP, "10.244.1.2:8080", "broken")
+    assert reset.end == "broken"  # reply from the pod's own address: the client resets it
+    refused = Attempt("delivered", "web-0", CLIENT_IP, f"{VIP}:80", "correct", refused=True)
+    assert refused.end == "rejected"
+    assert Attempt("dropped").end == "dropped" and Attempt("rejected").end == "rejected"
+
+
+def test_source_ip_says_whether_the_pod_answered_it() -> None:
+    said = ok("web-0", CLIENT_IP, "node-1", server_view=f"{CLIENT_IP}:40000")
+    seen = Attempt("delivered", "web-0", CLIENT_IP, "10.244.1.2:8080", "broken")
+    obs = observe([said, said, seen])
+    assert obs.source_ips_by == {CLIENT_IP: {"answer": 2, "capture": 1}}
+    report = obs.as_report()
+    assert (report["completed"], report["broken"], report["delivered"]) == (2, 1, 3)
+
+
+def test_broken_deliveries_fail_an_expectation_of_completion() -> None:
+    plan = world(external="Local")
+    attempts = local_split(25, 20) + [ok("web-1", CLIENT_IP, "node-2", answered=False)] * 5
+    v = run(plan, probe(), attempts)
+    assert v.expected["completed"] == 1.0
+    assert v.reasons == ("expected every attempt to complete, but 5 of 50 did not (5 broken)",)
+
+
+def test_completed_fraction_is_checked_statistically() -> None:
+    plan = world(external="Local", lb=LoadBalancerConfig(health_checks=False))
+    exp = Expectation(completed=0.6667, outcomes=(("delivered", 0.6667), ("dropped", 0.3333)))
+    pr = probe(count=90, expect=exp)
+    dropped = [Attempt("dropped", entry_node="node-3")]
+    fair = run(plan, pr, local_split(30, 30) + dropped * 30)
+    assert fair.passed, fair.reasons
+    assert fair.expected["outcomes"] == {"delivered": 0.6667, "dropped": 0.3333}
+    rehashed = run(plan, pr, local_split(40, 40) + dropped * 10)  # retried SYNs elsewhere
+    assert not rehashed.passed
+    assert any(
+        r.startswith("80 of 90 attempts completed (10 dropped did not), which does not fit")
+        for r in rehashed.reasons
+    )
+    everything = run(plan, pr, local_split(45, 45))
+    assert any(
+        r.startswith("90 of 90 attempts completed, which does not fit the expected 66.7%")
+        for r in everything.reasons
+    )
+
+
+def test_scenario_completed_and_outcomes_must_agree_with_the_oracle() -> None:
+    plan = world(external="Local", lb=LoadBalancerConfig(health_checks=False))
+    pr = probe(expect=Expectation(completed=0.5, outcomes=(("delivered", 1.0),)))
+    v = run(plan, pr, local_split(25, 25))
+    assert any(
+        r.startswith("the scenario expects 50% of the attempts to complete") for r in v.reasons
+    )
+    assert any(r.startswith("the scenario expects the outcomes delivered 100%") for r in v.reasons)
+
+
+def test_the_oracle_names_why_attempts_do_not_complete() -> None:
+    plan = world(external="Local", lb=LoadBalancerConfig(health_checks=False))
+    v = run(plan, probe(), local_split(17, 17) + [Attempt("dropped", entry_node="node-3")] * 16)
+    assert any(
+        line.startswith("why dropped (33.3%): LB IP") and "node-3 has no local endpoint" in line
+        for line in v.lines
+    )

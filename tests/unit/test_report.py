@@ -117,6 +117,34 @@ def test_table_shows_the_path_and_indented_reasons() -> None:
     assert text.splitlines()[-1] == summary_line(results())
 
 
+def test_table_counts_completed_first_and_says_who_reported_each_source() -> None:
+    header, row = table(results(), summary=False).splitlines()[1:3]
+    assert header.split()[:3] == ["PROBE", "COMPLETED", "PATH"]
+    assert row.split()[:2] == ["external-via-node-2", "50/50"]
+    assert "172.18.0.12 x25 (answer)" in row
+    broken = Observation(
+        "p",
+        (
+            Attempt("delivered", "web-0", CLIENT_IP, "10.244.1.2:8080", "broken"),
+            Attempt("dropped"),
+            attempt("web-0", CLIENT_IP),
+        ),
+        "client",
+        CLIENT_IP,
+        TARGET,
+    ).as_report()
+    assert report_cells(broken) == (
+        "1/3 (1 broken, 1 dropped)",
+        f"{CLIENT_IP} x2 (answer 1, capture only 1)",
+    )
+
+
+def report_cells(observed: dict) -> tuple[str, str]:
+    from testbed.report import _completed, _sources
+
+    return _completed(observed), _sources(observed)
+
+
 def test_summary_line() -> None:
     assert summary_line(results()) == (
         f"3 scenarios, 2 probes: 1 passed, 1 failed, 1 scenario could not run "

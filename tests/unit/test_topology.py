@@ -74,3 +74,22 @@ def test_route_localnet_only_where_kube_proxy_sets_it():
     nft = {(s.ns, s.key) for s in topology.wire(small_plan("nftables"), "x").sysctls}
     assert ("node-1", "net/ipv4/conf/all/route_localnet") in ipt
     assert ("node-1", "net/ipv4/conf/all/route_localnet") not in nft
+
+
+def test_the_edge_hashes_each_flow_on_its_five_tuple():
+    edge = {s.key: s.value for s in topology.wire(small_plan(), "t").sysctls if s.ns == "edge"}
+    assert edge["net/ipv4/fib_multipath_hash_policy"] == "3"  # custom: read from the packet
+    assert int(edge["net/ipv4/fib_multipath_hash_fields"]) == 0x01 | 0x02 | 0x04 | 0x10 | 0x20
+
+
+def test_the_edge_rejects_outside_traffic_to_clusterips_and_pods_once_per_attempt():
+    plan = small_plan()
+    rules = topology.wire(plan, "t").edge_rules
+    reject = next(line for line in rules.splitlines() if "reject" in line)
+    assert 'iifname "br-ext"' in reject and "net-unreachable" in reject
+    assert plan.network.service_cidr in reject and plan.network.pod_cidr in reject
+    vips = [ip for svc in plan.services for ip in svc.lb_ips]
+    if vips:  # routed addresses are accepted before the reject
+        assert rules.index(vips[0]) < rules.index("reject")
+    only = topology.only_pods(topology.wire(plan, "t"), plan, {p.name for p in plan.pods})
+    assert only.edge_rules == ""  # adding pods never reloads the edge
