@@ -9,17 +9,17 @@ import sys
 import testbed
 from testbed.judge import describe_ip
 
-OUTCOMES = ("delivered", "dropped", "rejected")
+ENDS = ("completed", "broken", "dropped", "rejected")
 
 
 def tell(lab, node):
     verdict = lab.probe(source="client", service="web", via="nodePort", node=node, count=10)
     o = verdict.observed
-    facts = ", ".join(f"{k} {o[k]}/{o['sent']}" for k in OUTCOMES if o[k])
+    facts = ", ".join(f"{k} {o[k]}/{o['sent']}" for k in ENDS if o[k])
     if o["delivered"]:
         pods = ", ".join(f"{p} x{n}" for p, n in o["pods"].items())
         seen = ", ".join(f"{ip} ({describe_ip(lab.plan, ip)})" for ip in o["sourceIPs"])
-        facts += f", answered by {pods}, pod saw {seen}"
+        facts += f", received by {pods}, pod saw {seen}"
     print(f"  via {node}: {facts}  [{'PASS' if verdict.passed else 'FAIL'}]")
     print(f"      {verdict.path}")
     return verdict
@@ -56,8 +56,8 @@ with testbed.build(
     for node, v in after.items():
         for ip in v.observed["sourceIPs"]:
             print(f"Through {node} the pod saw {ip}, {describe_ip(lab.plan, ip)}.")
-    answering = [n for n, v in back.items() if v.observed["delivered"] == v.observed["sent"]]
-    print(f"Back on Cluster, {len(answering)} of {len(back)} nodes answer every connection again.")
+    done = [n for n, v in back.items() if v.observed["completed"] == v.observed["sent"]]
+    print(f"Back on Cluster, {len(done)} of {len(back)} nodes complete every connection again.")
 
 ok = all(v.passed for v in [*before.values(), *after.values(), *back.values()])
 print("every verdict agrees with kube-proxy's semantics" if ok else "SOME VERDICTS FAILED")

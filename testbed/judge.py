@@ -684,5 +684,7 @@ def path_text(obs: Observation) -> str:
         if nat:
             parts.append(" ".join(nat))
         answer = next((h for h in a.hops if h.kind in ("icmp-unreach", "rst")), None)
-        parts.append(f"{a.outcome} ({answer.kind} from {answer.src})" if answer else a.outcome)
+        who = answer.src.rsplit(":", 1)[0] if answer and answer.kind == "icmp-unreach" else None
+        who = who or (answer.src if answer else None)
+        parts.append(f"{a.outcome} ({answer.kind} from {who})" if answer else a.outcome)
     return " | ".join(parts)

@@ -65,15 +65,15 @@ def test_policy_flip_tells_the_outage_story():
     cluster, local, back = rows
     for node, facts in [*cluster.items(), *back.items()]:
         # Cluster: every node forwards to web-0 and masquerades to its own address
-        assert facts.startswith("delivered 10/10, answered by web-0 x10"), facts
+        assert facts.startswith("completed 10/10, received by web-0 x10"), facts
         assert f"(an address of {node})" in facts and client not in facts, facts
-    assert local["node-1"].startswith("delivered 10/10, answered by web-0 x10"), local
+    assert local["node-1"].startswith("completed 10/10, received by web-0 x10"), local
     assert f"pod saw {client} (the client's address)" in local["node-1"], local
     assert local["node-2"] == local["node-3"] == "dropped 10/10"
     assert "Under Local, 2 of 3 nodes dropped every connection in silence" in out
     assert "node-2, node-3: exactly the nodes without a local pod" in out
     assert f"Through node-1 the pod saw {client}, the client's address." in out
-    assert "Back on Cluster, 3 of 3 nodes answer every connection again." in out
+    assert "Back on Cluster, 3 of 3 nodes complete every connection again." in out
 
 
 def test_anti_affinity_shows_uneven_shares_when_packed_and_even_when_spread():
