@@ -41,13 +41,37 @@ def verdict(name: str, mode: str, probe: str):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
-    "name", ["lb-local-healthcheck", "lb-cluster-vs-local-balance", "lb-local-latency"]
+    "name",
+    [
+        "cluster-to-local-outage",
+        "lb-local-healthcheck",
+        "lb-cluster-vs-local-balance",
+        "lb-local-latency",
+    ],
 )
 def test_story_passes(name, mode):
     result, observations = run(name, mode)
     assert result.error is None, result.error
     assert {v.name: v.reasons for v in result.verdicts if not v.passed} == {}
     assert len(observations) == len(result.verdicts)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_seed_story_reads_as_told(mode):
+    name = "cluster-to-local-outage"
+    cluster = verdict(name, mode, "cluster-all-complete").observed
+    assert cluster["completed"] == cluster["sent"] == 300
+    assert "203.0.113.10" not in cluster["sourceIPs"]  # masqueraded to node addresses
+    local = verdict(name, mode, "local-no-health-checks")
+    seen = local.observed
+    assert seen["completed"] == seen["delivered"] and seen["broken"] == 0
+    assert seen["completed"] + seen["dropped"] == 300 and seen["dropped"] > seen["completed"]
+    assert seen["sourceIPsBy"] == {"203.0.113.10": {"answer": seen["completed"], "capture": 0}}
+    assert set(local.details["nodes"]) == {"node-1"}  # only node-1 ever answers
+    checked = verdict(name, mode, "local-with-health-checks").observed
+    assert checked["completed"] == checked["sent"] == 300
+    spread = verdict(name, mode, "spread-pods-even-load").details["nodes"]
+    assert sorted(spread) == ["node-1", "node-2", "node-3"]
 
 
 @pytest.mark.parametrize("mode", MODES)
