@@ -129,7 +129,11 @@ def test_return_path_shows_the_reply_from_the_pod_and_the_reset():
     assert "return path: correct; verdict: PASS" in fine
     fine_path = [(p, k) for p, k, _, _ in hops(fine)]
     assert sorted(fine_path) == sorted(
-        [(p, k) for p in ("client/eth0", "node-1/eth0", "web-0/eth0") for k in ("syn", "syn-ack")]
+        [
+            (p, k)
+            for p in ("client/eth0", "edge/node-1", "node-1/eth0", "web-0/eth0")
+            for k in ("syn", "syn-ack")
+        ]
     )
 
 
