@@ -2,11 +2,13 @@
 
 Like a cloud network LB (or MetalLB), it does not translate: packets to a VIP
 or externalIP are routed to a node unchanged and kube-proxy's LB-IP rules take
-it from there. In `ecmp` mode the route is multipath, hashed per flow on the
-L4 tuple; in `single` mode one node takes all. With health checks on, a node
-joins a VIP's route only after `healthy_threshold` good answers in a row and
-leaves after `unhealthy_threshold` bad ones: Local services are checked on
-their healthCheckNodePort, Cluster services on kube-proxy's own :10256/healthz.
+it from there. In `ecmp` mode the route is multipath and the edge's kernel hashes
+each packet's 5-tuple (topology.EDGE_HASH_FIELDS), so a flow, retransmits included,
+stays on one node while the pool is unchanged; in `single` mode one node takes
+all. With health checks on, a node joins a VIP's route only after
+`healthy_threshold` good answers in a row and leaves after `unhealthy_threshold`
+bad ones: Local services are checked on their healthCheckNodePort, Cluster
+services on kube-proxy's own :10256/healthz.
 """
 
 from __future__ import annotations
