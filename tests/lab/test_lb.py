@@ -224,3 +224,23 @@ def test_a_retransmitted_syn_goes_to_the_node_its_first_syn_went_to(mode):
     assert all(len(set(seen)) == 1 for seen in nodes_of.values()), nodes_of  # one node each
     assert len({seen[0] for seen in nodes_of.values()}) > 1  # and the flows were spread
     assert errors == [0] * FLOWS  # each connection completed on its retransmitted SYN
+
+
+def test_a_clusterip_from_outside_is_rejected_every_time_and_says_why():
+    """The newcomer's first probe: the edge has no route to the Service CIDR and answers
+    each attempt (a kernel without a route answers about five in a burst per source)."""
+    scenario, plan = runner.load_both(str(SCENARIOS / "default.yaml"))
+    with Lab(plan, scenario=scenario) as lab:
+        first = lab.probe(source="client", service="web", count=60)
+        again = lab.probe(source="client", service="web", count=60)
+        pod = lab.plan.pods[0]
+        from_outside = lab.probe(source="client", address=pod.ip, port=8080, count=20)
+    for verdict in (first, again):
+        assert verdict.passed, verdict.reasons
+        assert verdict.observed["rejected"] == 60 and verdict.observed["completed"] == 0
+        assert "rejected (icmp-unreach from 203.0.113.1)" in verdict.path
+        assert any(
+            "no route to the Service CIDR: outside traffic" in line for line in verdict.lines
+        )
+    assert from_outside.passed, from_outside.reasons
+    assert from_outside.observed["rejected"] == 20
