@@ -790,6 +790,10 @@ def _describe_probe(probe: ProbePlan) -> str:
     parts = []
     if e.outcome:
         parts.append(e.outcome)
+    if e.outcomes:
+        parts.append("outcomes " + ", ".join(f"{k} {v:g}" for k, v in e.outcomes))
+    if e.completed is not None:
+        parts.append(f"completed {e.completed:g}")
     if e.source_ip:
         parts.append(f"sourceIP {e.source_ip}")
     if e.pods is not None:
