@@ -45,6 +45,7 @@ from testbed.scenario import (
     tolerated,
     well_known_labels,
 )
+from testbed.yamlsrc import one_line
 
 NODE_HOST_BASE = 10  # node-k is host .10+k of the fabric
 FIRST_ALLOCATED_HOST = 10  # ClusterIPs, clients and LB addresses start at host .10
@@ -713,7 +714,7 @@ def _slice_endpoints(
 def describe(plan: Plan) -> str:
     """The plan as `testbed plan` prints it: what will exist, where, with which address."""
     net, proxy, lb = plan.network, plan.proxy, plan.load_balancer
-    lines = [f"Lab {plan.name} ({plan.file})"]
+    lines = [f"Lab {plan.name} ({one_line(plan.file)})"]
     if plan.description:
         lines.append(f"  {plan.description}")
     lines += [
@@ -739,7 +740,8 @@ def describe(plan: Plan) -> str:
     ]
     width = max((len(n.name) for n in plan.nodes), default=4)
     for node in plan.nodes:
-        extra = [f"{k}={v}" for k, v in node.labels if k != HOSTNAME_LABEL]
+        usual = well_known_labels(node.name)  # every node has these: not repeated
+        extra = [f"{k}={v}" for k, v in node.labels if usual.get(k) != v]
         lines.append(
             f"  {node.name:<{width}}  {node.ip:<15}  pods {node.pod_cidr:<18} "
             f"gateway {node.gateway}" + (f"  labels {', '.join(extra)}" if extra else "")

@@ -1734,8 +1734,6 @@ class _Reader:
                 raise name_loc.error(
                     f"replica name {pod_name!r} would be over 63 characters; use a shorter name"
                 )
-            if pod_name in RESERVED_NAMES:
-                name_loc.fail(f"its pod {pod_name!r} would take the name of the lab's router")
             self._claim_pod(pod_name, name_loc)
         self._count_pods(len(made), obj.loc)
         self.deployments.append(workload)
@@ -1769,8 +1767,6 @@ class _Reader:
     def _read_pod(self, obj: _V, order: int) -> None:
         obj.mapping(("apiVersion", "kind", "metadata", "spec", "status"))
         name, namespace, labels, meta = self._metadata(obj)
-        if name in RESERVED_NAMES:
-            meta.need("name").fail(f"{name!r} is reserved for the lab's router")
         self._claim_pod(name, meta.key_loc("name"))
         template = self._pod_template(obj.need("spec"), labels, namespace)
         owner = self.pod_owner.get(name)
@@ -1831,6 +1827,8 @@ class _Reader:
         return ip
 
     def _claim_pod(self, name: str, loc: Loc) -> None:
+        if name in RESERVED_NAMES:
+            raise loc.error(f"pod name {name!r} is reserved for the lab's router")
         first = self.seen.owner("pod", name)
         if first is not None:
             raise loc.error(
@@ -1986,6 +1984,8 @@ class _Reader:
         if name is None:
             name = self._slice_pod(ip, ref_name, node, namespace, service, address_v)
             self.pods[name] = replace(self.pods[name], **conditions)
+        if name not in self.pods:  # the Pod that has this address failed to read
+            raise _Cascade(item.loc.file, item.loc.line, "follows an earlier error")
         pod = self.pods[name]
         if pod.from_slice:
             self.pods[name] = _add_ports(pod, ports)
