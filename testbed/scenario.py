@@ -2359,7 +2359,16 @@ class _Reader:
         ]
         templates += [(p.namespace, dict(p.template.labels)) for p in self.pods.values()]
         for svc in self.services.values():
-            if not svc.selector or svc.key in sliced:
+            if svc.key in sliced:
+                continue
+            if not svc.selector:
+                self.warnings.append(
+                    svc.loc.warning(
+                        f"Service {svc.key} has no selector and the file holds no EndpointSlice "
+                        "for it, so it has no endpoints here (add its EndpointSlices: "
+                        "kubectl get endpointslices -o yaml)"
+                    )
+                )
                 continue
             wanted = dict(svc.selector)
             if not any(

@@ -176,9 +176,15 @@ spec: {clusterIP: None, selector: {app: x}, ports: [{port: 80}]}
     assert lb.external_ips == ("192.168.99.10",)
     assert [p.node_port for p in lb.ports] == [30001, 30001]  # one nodePort, TCP and UDP
     assert s.service("headless").headless
-    # a selector that matches no pod is no error, but it is worth a warning; services
-    # without a selector have their endpoints managed by hand and are not warned about
+    # a selector that matches no pod is no error, but it is worth a warning; so is a
+    # service without a selector whose EndpointSlices the file does not hold
+    no_slices = (
+        "has no selector and the file holds no EndpointSlice for it, so it has no endpoints "
+        "here (add its EndpointSlices: kubectl get endpointslices -o yaml)"
+    )
     assert s.warnings == (
+        f"t.yaml:8: Service kube-system/dns {no_slices}",
+        f"t.yaml:17: Service default/lb {no_slices}",
         "t.yaml:35: spec.selector: Service default/headless selects no pod, so it has no endpoints",
     )
 
