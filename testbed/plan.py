@@ -50,6 +50,7 @@ from testbed.yamlsrc import one_line
 NODE_HOST_BASE = 10  # node-k is host .10+k of the fabric
 FIRST_ALLOCATED_HOST = 10  # ClusterIPs, clients and LB addresses start at host .10
 NODE_POD_PREFIX = 24  # node-k's pod CIDR is the k-th /24 of the cluster's
+AFTER_FILE_PODS = 2_000_000  # placement order of replicas added beside a dump's pods
 
 
 def plan(
@@ -349,7 +350,8 @@ class _Placement:
                 request = _Request(
                     name, d.namespace, d.key, template, None, True, True, False, d.loc
                 )
-                entries.append((d.order, i, request))
+                # beside pods the file holds, new replicas come after them, as they would
+                entries.append((d.order + (AFTER_FILE_PODS if d.owned else 0), i, request))
         for p in self.scenario.pods:
             if p.owner is not None and p.name not in wanted.get(p.owner, set()):
                 continue

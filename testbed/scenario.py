@@ -988,8 +988,6 @@ class _Reader:
                     namespace = namespace if isinstance(namespace, str) else "default"
                     self.broken.add((kind, f"{namespace}/{name}"))
                     self.broken.add(("name", name))
-            if len(self.problems) > MAX_PROBLEMS:
-                self._raise_problems()
             return None
 
     def _raise_problems(self) -> None:
