@@ -2347,7 +2347,7 @@ class _Reader:
         self.warnings.insert(
             0,
             f"{one_line(self.file)}:{self.skipped_loc.line}: skipped {total} "
-            f"object{'s' if total != 1 else ''} that kube-proxy does not read: {counts}",
+            f"object{'s' if total != 1 else ''} kube-proxy does not read: {counts}",
         )
 
     def _warn_empty_services(self) -> None:
@@ -2362,9 +2362,8 @@ class _Reader:
             if not svc.selector:
                 self.warnings.append(
                     svc.loc.warning(
-                        f"Service {svc.key} has no selector and the file holds no EndpointSlice "
-                        "for it, so it has no endpoints here (add its EndpointSlices: "
-                        "kubectl get endpointslices -o yaml)"
+                        f"Service {svc.key} has no selector and no EndpointSlice in the "
+                        "file: it has no endpoints"
                     )
                 )
                 continue

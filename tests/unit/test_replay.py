@@ -93,7 +93,7 @@ def test_a_deployment_dumped_with_its_replicaset_pods_plans_exactly_those_pods()
     assert web.made() == []
     # replicas 2, two pods: nothing to say but that the ReplicaSet is not read
     assert [w.split(": ", 1)[1] for w in s.warnings] == [
-        "skipped 1 object that kube-proxy does not read: ReplicaSet x1"
+        "skipped 1 object kube-proxy does not read: ReplicaSet x1"
     ]
     # the outage the dump shows survives: Local through node-2 has no local endpoint
     endpoints = planned.service("web").ports[0].endpoints
@@ -317,7 +317,7 @@ def test_a_get_all_dump_loads_with_one_line_for_the_skipped_kinds():
     s = scenario.load(REPLAY / "get-all.yaml")
     skipped = [w for w in s.warnings if "kube-proxy does not read" in w]
     assert skipped == [
-        f"{REPLAY / 'get-all.yaml'}:216: skipped 9 objects that kube-proxy does not read: "
+        f"{REPLAY / 'get-all.yaml'}:216: skipped 9 objects kube-proxy does not read: "
         "ConfigMap x2, HorizontalPodAutoscaler x1, Ingress x1, Namespace x1, ReplicaSet x2, "
         "ServiceAccount x2"
     ]
@@ -343,7 +343,7 @@ def test_the_source_ip_tutorial_replays_on_its_kind_nodes():
     assert lb.external_policy == "Local" and lb.health_check_node_port == 32122
     assert [e.pod for e in lb.ports[0].endpoints] == ["source-ip-app-7f9c6b8d5-w2xqh"]
     assert s.warnings == (
-        f"{REPLAY / 'source-ip-tutorial.yaml'}:172: skipped 1 object that kube-proxy does not "
+        f"{REPLAY / 'source-ip-tutorial.yaml'}:172: skipped 1 object kube-proxy does not "
         "read: ReplicaSet x1",
     )
 
@@ -360,7 +360,7 @@ def test_an_ingress_nginx_chart_schedules_its_controller_with_the_helm_node_sele
     admission = planned.service("ingress-nginx/ingress-nginx-controller-admission")
     assert admission.ports[0].endpoints[0].port == 8443
     assert Counter(w.split(": ", 1)[1].split(":")[0] for w in s.warnings) == Counter(
-        {"skipped 4 objects that kube-proxy does not read": 1}
+        {"skipped 4 objects kube-proxy does not read": 1}
     )
 
 
@@ -374,9 +374,7 @@ subsets: [{addresses: [{ip: 10.244.1.9}], ports: [{port: 8080}]}]
 
 def test_endpoints_are_skipped_where_a_selector_or_slices_already_say_it():
     s = load_text(LAB, SERVICE, workload("Deployment"), ENDPOINTS)
-    assert s.warnings == (
-        "t.yaml:24: skipped 1 object that kube-proxy does not read: Endpoints x1",
-    )
+    assert s.warnings == ("t.yaml:24: skipped 1 object kube-proxy does not read: Endpoints x1",)
 
 
 # -- every problem, once ------------------------------------------------------------------
