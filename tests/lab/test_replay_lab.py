@@ -114,3 +114,14 @@ def test_a_bad_file_among_several_is_an_error_row_and_the_others_run(tmp_path):
     suites = ET.parse(junit).getroot().findall("testsuite")
     assert [s.get("errors") for s in suites] == ["0", "1"]
     assert "FAIL" in done.stdout and "error: " in done.stdout
+
+
+@pytest.mark.parametrize("path", sorted(REPLAY.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_replayed_dump_runs_and_its_probes_pass(path: Path, tmp_path: Path):
+    done = run_testbed("run", "-q", str(path), "--json", str(tmp_path / "r.json"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    (scenario,) = json.loads((tmp_path / "r.json").read_text())["scenarios"]
+    assert scenario["probes"] and all(p["passed"] for p in scenario["probes"])
+    assert scenario["warnings"] == [
+        line.removeprefix("warning: ") for line in done.stderr.splitlines()
+    ]
