@@ -177,7 +177,12 @@ def test_a_selector_matching_nothing_is_not_an_error(tmp_path: Path, private: Pr
     planned = changes.replan(scenario.load(path), None)
     assert planned.services[0].ports[0].endpoints == ()
     shown = private.tb("plan", str(path))
-    assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+    # no error, but said where the user looks: a selector typo must not pass in silence
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stderr == (
+        f"warning: {path}:16: spec.selector: Service default/web selects no pod, "
+        "so it has no endpoints\n"
+    )
     if IS_ROOT:
         run = private.tb("run", "-q", str(path))
         assert run.returncode == 0, run.stdout + run.stderr
