@@ -1722,8 +1722,8 @@ class _Reader:
                 self.warnings.append(
                     (replicas_v.loc if replicas_v and kind != "DaemonSet" else name_loc).warning(
                         f"{kind} {key} {'would run' if kind == 'DaemonSet' else 'asks for'} "
-                        f"{wanted} pods but the file holds {len(owned)} of its pods: the lab "
-                        f"runs those {len(owned)}, where the cluster had them"
+                        f"{wanted} pods but the file holds {len(owned)}: the lab runs the "
+                        "file's, where the cluster had them"
                     )
                 )
         made = workload.made()

@@ -77,6 +77,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[tuple[Path
     files = [(path, expected_text(path)) for path in BAD]
     files += [(h.write(made), h.expect) for h in HOSTILE]
     files.append((Path("/dev/zero"), "refusing to load"))
+    fifo = made / "fifo.yaml"  # opened without blocking: refused at once, not read forever
+    os.mkfifo(fifo)
+    files.append((fifo, "file is a FIFO (named pipe), not a regular file; refusing to load"))
     yield files
     shutil.rmtree(made, ignore_errors=True)
 

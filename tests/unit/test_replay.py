@@ -156,7 +156,7 @@ def test_fewer_pods_than_replicas_follow_the_dump_and_say_so():
     assert placement(planner.plan(s)) == {"web-abc12-x": "node-1"}
     assert s.warnings == (
         "t.yaml:12: spec.replicas: Deployment default/web asks for 3 pods but the file holds "
-        "1 of its pods: the lab runs those 1, where the cluster had them",
+        "1: the lab runs the file's, where the cluster had them",
     )
 
 
