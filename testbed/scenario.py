@@ -56,6 +56,7 @@ ARCH_LABEL = "kubernetes.io/arch"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 POD_TEMPLATE_HASH = "pod-template-hash"
+EXCLUDE_FROM_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 NODE_NAME_MAX = 200  # DNS subdomain (253), less room for the lab id in namespace names
 MAX_PROBLEMS = 20  # errors listed for one file; the rest are counted
 MIN_CHECK_INTERVAL = 0.1  # seconds: lower keeps a core busy for as long as the lab lives
@@ -961,6 +962,7 @@ class _Reader:
         self._raise_problems()
         self._warn_skipped()
         self._warn_empty_services()
+        self._warn_excluded_nodes()
         return Scenario(
             file=self.file,
             lab=replace(self.lab, probes=probes, steps=steps),
@@ -2349,6 +2351,22 @@ class _Reader:
             f"{one_line(self.file)}:{self.skipped_loc.line}: skipped {total} "
             f"object{'s' if total != 1 else ''} kube-proxy does not read: {counts}",
         )
+
+    def _warn_excluded_nodes(self) -> None:
+        """The edge sends to every node; a cloud load balancer leaves these out."""
+        assert self.lab is not None
+        if not any(s.type == "LoadBalancer" or s.external_ips for s in self.services.values()):
+            return
+        for node in self.lab.nodes:
+            obj = self.node_objects.get(node.name)
+            if EXCLUDE_FROM_LB_LABEL in node_labels(node, obj):
+                loc = obj.loc if obj is not None else node.loc
+                self.warnings.append(
+                    loc.warning(
+                        f"node {node.name} is labelled exclude-from-external-load-balancers: "
+                        "cloud load balancers skip it, the lab's edge does not"
+                    )
+                )
 
     def _warn_empty_services(self) -> None:
         sliced = {s.service_key for s in self.slices}
