@@ -420,6 +420,8 @@ _VALID = [
     list(yaml.safe_load_all((DATA / "format-example.yaml").read_text())),
     list(yaml.safe_load_all((ROOT / "scenarios" / "default.yaml").read_text())),
     list(yaml.safe_load_all((DATA / "kubectl-dump.yaml").read_text())),
+    # replayed dumps: owners, ReplicaSets, skipped kinds, taints, real node names
+    *(list(yaml.safe_load_all(p.read_text())) for p in sorted((DATA / "replay").glob("*.yaml"))),
 ]
 _SCALARS = st.one_of(
     st.none(),
