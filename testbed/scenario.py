@@ -922,6 +922,8 @@ class _Reader:
         self.pod_owner: dict[str, str] = {}  # pod name -> Kind/namespace/name, from the dump
         self.skipped: Counter[str] = Counter()
         self.skipped_loc: Loc | None = None
+        self.host_network: list[str] = []  # hostNetwork objects no Service selects
+        self.host_network_loc: Loc | None = None
         self.problems: list[ScenarioError] = []
         self.broken: set[tuple[str, str]] = set()  # objects whose reading failed
 
@@ -1674,7 +1676,31 @@ class _Reader:
     def _read_daemonset(self, obj: _V, order: int) -> None:
         self._read_workload(obj, order, "DaemonSet")
 
+    def _host_network_skipped(self, obj: _V, kind: str, spec: Any, labels: Any) -> bool:
+        """A hostNetwork pod or workload no Service selects cannot be an endpoint: skipped.
+
+        (kube-system's kube-proxy and CNI DaemonSets in a `get all -A` dump.) One that a
+        Service selects is read, and refused with the reason.
+        """
+        if _loose(spec, "hostNetwork") is not True:
+            return False
+        namespace = _loose(obj.value, "metadata", "namespace") or "default"
+        labels = labels if isinstance(labels, dict) else {}
+        for svc in self.services.values():
+            selected = all(labels.get(k) == v for k, v in svc.selector)
+            if svc.namespace == namespace and svc.selector and selected:
+                return False
+        name = _loose(obj.value, "metadata", "name")
+        self.host_network.append(f"{kind} {namespace}/{name}")
+        if self.host_network_loc is None:
+            self.host_network_loc = obj.loc
+        return True
+
     def _read_workload(self, obj: _V, order: int, kind: str) -> None:
+        template = _loose(obj.value, "spec", "template")
+        labels = _loose(template, "metadata", "labels")
+        if self._host_network_skipped(obj, kind, _loose(template, "spec"), labels):
+            return
         obj.mapping(("apiVersion", "kind", "metadata", "spec", "status"))
         name, namespace, _, meta = self._metadata(obj)
         key = f"{namespace}/{name}"
@@ -1765,6 +1791,9 @@ class _Reader:
         return tuple(out)
 
     def _read_pod(self, obj: _V, order: int) -> None:
+        labels = _loose(obj.value, "metadata", "labels")
+        if self._host_network_skipped(obj, "Pod", _loose(obj.value, "spec"), labels):
+            return
         obj.mapping(("apiVersion", "kind", "metadata", "spec", "status"))
         name, namespace, labels, meta = self._metadata(obj)
         self._claim_pod(name, meta.key_loc("name"))
@@ -2342,6 +2371,17 @@ class _Reader:
     # warnings
 
     def _warn_skipped(self) -> None:
+        if self.host_network and self.host_network_loc is not None:
+            named = ", ".join(self.host_network[:3]) + (
+                ", ..." if len(self.host_network) > 3 else ""
+            )
+            self.warnings.insert(
+                0,
+                self.host_network_loc.warning(
+                    f"skipped {len(self.host_network)} hostNetwork object"
+                    f"{'s' if len(self.host_network) != 1 else ''} no Service selects: {named}"
+                ),
+            )
         if not self.skipped or self.skipped_loc is None:
             return
         counts = ", ".join(f"{kind} x{n}" for kind, n in sorted(self.skipped.items()))

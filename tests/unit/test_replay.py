@@ -507,3 +507,32 @@ def test_several_errors_print_one_line_each_and_exit_2(tmp_path: Path):
     assert done.returncode == 2 and done.stdout == ""
     lines = done.stderr.splitlines()
     assert len(lines) == 2 and all(line.startswith(f"testbed: {path}:") for line in lines)
+
+
+KUBE_PROXY_DS = """\
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: kube-proxy, namespace: kube-system}
+spec:
+  selector: {matchLabels: {k8s-app: kube-proxy}}
+  template:
+    metadata: {labels: {k8s-app: kube-proxy}}
+    spec:
+      hostNetwork: true
+      containers: [{name: kube-proxy, image: registry.k8s.io/kube-proxy:v1.32.2}]
+"""
+
+
+def test_host_network_daemonsets_no_service_selects_are_skipped_and_said():
+    s = load_text(LAB, KUBE_PROXY_DS, SERVICE, workload("Deployment"))
+    assert [d.name for d in s.deployments] == ["web"]
+    assert s.warnings == (
+        "t.yaml:8: skipped 1 hostNetwork object no Service selects: "
+        "DaemonSet kube-system/kube-proxy",
+    )
+    selected = SERVICE.replace("{name: web}", "{name: kp, namespace: kube-system}").replace(
+        "app: web", "k8s-app: kube-proxy"
+    )
+    with pytest.raises(ScenarioError) as err:
+        load_text(LAB, KUBE_PROXY_DS, selected)
+    assert "spec.template.spec.hostNetwork: hostNetwork pods are not modelled" in str(err.value)
