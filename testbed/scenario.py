@@ -300,6 +300,21 @@ class Toleration:
         return self.operator == "Exists" or self.value == taint.value
 
 
+# What the DaemonSet controller adds to every DaemonSet pod: it runs on cordoned,
+# not-ready and pressured nodes, but not on a control plane it does not tolerate.
+DAEMON_TOLERATIONS = tuple(
+    Toleration(f"node.kubernetes.io/{key}", "Exists", "", effect)
+    for key, effect in (
+        ("not-ready", "NoExecute"),
+        ("unreachable", "NoExecute"),
+        ("disk-pressure", "NoSchedule"),
+        ("memory-pressure", "NoSchedule"),
+        ("pid-pressure", "NoSchedule"),
+        ("unschedulable", "NoSchedule"),
+    )
+)
+
+
 def tolerated(taints: Iterable[Taint], tolerations: Iterable[Toleration]) -> Taint | None:
     """The first taint that keeps a pod off a node (NoSchedule, NoExecute); None if none."""
     tolerations = tuple(tolerations)
@@ -1774,7 +1789,8 @@ class _Reader:
             labels = node_labels(node, obj)
             if not all(labels.get(key) == v for key, v in ds.template.node_selector):
                 continue
-            if obj is not None and tolerated(obj.taints, ds.template.tolerations) is not None:
+            tolerations = ds.template.tolerations + DAEMON_TOLERATIONS
+            if obj is not None and tolerated(obj.taints, tolerations) is not None:
                 continue
             pod = f"{ds.name}-{node.name.split('.')[0]}"
             if len(pod) > 63 or pod in names or not _DNS1123_LABEL.fullmatch(pod):

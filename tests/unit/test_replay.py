@@ -220,9 +220,9 @@ spec: {unschedulable: true}
 
 def test_a_daemonset_runs_one_pod_per_node_that_fits_and_tolerates():
     plain = planner.plan(load_text(LAB, NODES, workload("DaemonSet", None), SERVICE))
-    # the control-plane taint keeps it off node-1; a cordoned node still runs DaemonSet
-    # pods in Kubernetes only with the unschedulable toleration, which the controller adds
-    assert placement(plain) == {"web-node-2": "node-2"}
+    # the control-plane taint keeps it off node-1; the cordoned node-3 still runs it, as
+    # the DaemonSet controller tolerates node.kubernetes.io/unschedulable by itself
+    assert placement(plain) == {"web-node-2": "node-2", "web-node-3": "node-3"}
     tolerant = workload(
         "DaemonSet",
         None,
