@@ -81,7 +81,11 @@ def scale(scenario: Scenario, deployment: str, replicas: int) -> Scenario:
     if replicas < 0:
         raise ChangeError(f"replicas must be 0 or more, not {replicas}")
     key = _service_key(deployment)
-    found = [d for d in scenario.deployments if f"{d.namespace}/{d.name}" == key]
+    found = [
+        d
+        for d in scenario.deployments
+        if f"{d.namespace}/{d.name}" == key and d.kind != "DaemonSet"  # one pod per node
+    ]
     if not found:
         raise ChangeError(f"no deployment {key}")
     new = replace(found[0], replicas=replicas)

@@ -52,8 +52,14 @@ def load_both(arg: str | None, proxy_mode: str | None = None):
 
     try:
         return changes.load_both(str(resolve_scenario(arg)), proxy_mode)
-    except ScenarioError as exc:
-        raise CliError(str(exc), 2) from None
+    except ScenarioError as exc:  # every problem of the file, one `testbed: ` line each
+        raise CliError(f"\n{PROG}: ".join(exc.lines()), 2) from None
+
+
+def print_warnings(scenario) -> None:
+    """What the scenario loads with but the user should know, on stderr."""
+    for warning in scenario.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def load_plan(arg: str | None, proxy_mode: str | None = None):
@@ -96,7 +102,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from testbed import limits
     from testbed import plan as planner
 
-    planned = load_plan(args.scenario, args.proxy_mode)
+    scenario, planned = load_both(args.scenario, args.proxy_mode)
+    print_warnings(scenario)
     print(planner.describe(planned))
     text = limits.message(planned)
     if text is not None:
@@ -133,6 +140,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     require_root()
     scenario, plan = load_both(args.scenario, args.proxy_mode)
     check_limits(plan)
+    print_warnings(scenario)
     from testbed import daemon
 
     return daemon.up(plan, scenario, foreground=args.foreground, print_summary=summary)

@@ -29,8 +29,10 @@ from testbed.model import (
     ServicePlan,
 )
 from testbed.scenario import (
+    ARCH_LABEL,
     HOSTNAME_LABEL,
     NODE_PORT_RANGE,
+    OS_LABEL,
     AffinityTerm,
     EndpointSlice,
     Loc,
@@ -38,11 +40,17 @@ from testbed.scenario import (
     Scenario,
     Service,
     ServicePort,
+    Taint,
+    node_labels,
+    tolerated,
+    well_known_labels,
 )
+from testbed.yamlsrc import one_line
 
 NODE_HOST_BASE = 10  # node-k is host .10+k of the fabric
 FIRST_ALLOCATED_HOST = 10  # ClusterIPs, clients and LB addresses start at host .10
 NODE_POD_PREFIX = 24  # node-k's pod CIDR is the k-th /24 of the cluster's
+AFTER_FILE_PODS = 2_000_000  # placement order of replicas added beside a dump's pods
 
 
 def plan(
@@ -149,9 +157,7 @@ def _nodes(scenario: Scenario) -> tuple[NodePlan, ...]:
             pod_cidr = obj.pod_cidr
         else:
             pod_cidr = _node_subnet(cluster, k, lab.loc("podCIDR"), len(lab.nodes))
-        labels = {HOSTNAME_LABEL: node.name, **dict(node.labels)}
-        if obj is not None:
-            labels.update(obj.labels)
+        labels = node_labels(node, obj)
         out.append(
             NodePlan(
                 name=node.name,
@@ -243,6 +249,7 @@ class _NodeState:
     labels: dict[str, str]
     net: ipaddress.IPv4Network
     pool: _Pool
+    taints: tuple[Taint, ...] = ()
     total: int = 0
     owners: Counter[str] = field(default_factory=Counter)
     # pods here by label set id (namespace and labels): affinity terms only see those
@@ -269,12 +276,14 @@ class _Placement:
             _pinned(r, (keep or {}).get(r.name)) for r in self._requests() if r.name not in removed
         ]
         taken = [r.ip for r in self.requests if r.ip is not None]
+        taints = {o.name: o.taints for o in scenario.node_objects}
         self.nodes = [
             _NodeState(
                 n,
                 dict(n.labels),
                 ipaddress.IPv4Network(n.pod_cidr),
                 _Pool(n.pod_cidr, 2, [n.gateway, *taken]),
+                taints.get(n.name, ()),
             )
             for n in nodes
         ]
@@ -324,17 +333,29 @@ class _Placement:
         return tuple(out)
 
     def _requests(self) -> Iterator[_Request]:
-        """Pods in document order; a Deployment's replicas in index order."""
+        """Pods in document order; a workload's replicas in index order.
+
+        A workload's pods that the file holds come as the Pods they are (where the
+        cluster put them); the workload adds only the replicas the file lacks, and a
+        pod it no longer wants (scaled down) is left out.
+        """
         entries: list[tuple[int, int, _Request]] = []
+        wanted: dict[str, set[str]] = {}
         for d in self.scenario.deployments:
-            owner = f"Deployment/{d.namespace}/{d.name}"
-            for i, name in enumerate(d.pod_names()):
+            wanted[d.key] = set(d.pod_names())
+            for i, name in enumerate(d.made()):
+                template = d.template
+                if (node := d.node_of(name)) is not None:  # a DaemonSet pod is bound
+                    template = replace(template, node_name=node)
                 request = _Request(
-                    name, d.namespace, owner, d.template, None, True, True, False, d.loc
+                    name, d.namespace, d.key, template, None, True, True, False, d.loc
                 )
-                entries.append((d.order, i, request))
+                # beside pods the file holds, new replicas come after them, as they would
+                entries.append((d.order + (AFTER_FILE_PODS if d.owned else 0), i, request))
         for p in self.scenario.pods:
-            owner = f"Pod/{p.namespace}/{p.name}"
+            if p.owner is not None and p.name not in wanted.get(p.owner, set()):
+                continue
+            owner = p.owner or f"Pod/{p.namespace}/{p.name}"
             request = _Request(
                 p.name,
                 p.namespace,
@@ -376,9 +397,26 @@ class _Placement:
         if template.node_selector:
             fitting = [s for s in self.nodes if self._selector_fits(template, s)]
         if not fitting:
+            missing = [
+                f"{k}={v}"
+                for k, v in template.node_selector
+                if not any(s.labels.get(k) == v for s in self.nodes)
+            ] or [f"{k}={v}" for k, v in template.node_selector]
             raise template.node_selector_loc.error(
-                f"pod {request.name} would stay Pending: no node has the labels of its nodeSelector"
+                f"pod {request.name} would stay Pending: no node has the labels of its "
+                f"nodeSelector ({', '.join(missing)}); lab nodes carry {HOSTNAME_LABEL}, "
+                f"{OS_LABEL}=linux, {ARCH_LABEL}={well_known_labels('')[ARCH_LABEL]} and the "
+                "labels the Lab's nodes or Node objects give"
             )
+        untainted = [s for s in fitting if tolerated(s.taints, template.tolerations) is None]
+        if not untainted:
+            taint = tolerated(fitting[0].taints, template.tolerations)
+            assert taint is not None
+            raise template.loc.error(
+                f"pod {request.name} would stay Pending: every node that fits has a taint it "
+                f"does not tolerate (such as {taint.key}:{taint.effect} on {fitting[0].plan.name})"
+            )
+        fitting = untainted
         blocked = self._kept_away(labels, self.required)
         allowed = fitting
         if blocked or template.anti_required:
@@ -678,7 +716,7 @@ def _slice_endpoints(
 def describe(plan: Plan) -> str:
     """The plan as `testbed plan` prints it: what will exist, where, with which address."""
     net, proxy, lb = plan.network, plan.proxy, plan.load_balancer
-    lines = [f"Lab {plan.name} ({plan.file})"]
+    lines = [f"Lab {plan.name} ({one_line(plan.file)})"]
     if plan.description:
         lines.append(f"  {plan.description}")
     lines += [
@@ -704,7 +742,8 @@ def describe(plan: Plan) -> str:
     ]
     width = max((len(n.name) for n in plan.nodes), default=4)
     for node in plan.nodes:
-        extra = [f"{k}={v}" for k, v in node.labels if k != HOSTNAME_LABEL]
+        usual = well_known_labels(node.name)  # every node has these: not repeated
+        extra = [f"{k}={v}" for k, v in node.labels if usual.get(k) != v]
         lines.append(
             f"  {node.name:<{width}}  {node.ip:<15}  pods {node.pod_cidr:<18} "
             f"gateway {node.gateway}" + (f"  labels {', '.join(extra)}" if extra else "")

@@ -27,6 +27,7 @@ class ScenarioResult:
     verdicts: tuple[Verdict, ...]
     error: str | None = None  # the scenario could not be built or probed
     description: str = ""  # the scenario's one-line story
+    warnings: tuple[str, ...] = ()  # what it loaded with but a person should know
 
     @property
     def passed(self) -> bool:
@@ -171,6 +172,7 @@ def to_json(results: Sequence[ScenarioResult]) -> dict:
             item["error"] = res.error
         if res.description:
             item["description"] = res.description
+        item["warnings"] = list(res.warnings)
         scenarios.append(item)
     return {"summary": summary, "scenarios": scenarios}
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from dataclasses import replace
 
 from testbed.cli import (
+    PROG,
     CliError,
     check_limits,
     find_lab,
     library,
     load_both,
+    print_warnings,
     require_root,
     resolve_scenario,
 )
@@ -31,14 +35,28 @@ def _progress(enabled: bool):
 def cmd_run(args: argparse.Namespace) -> int:
     require_root()
     from testbed import report, runner
+    from testbed.report import ScenarioResult
 
     paths = [str(resolve_scenario(s)) for s in args.scenarios] or [str(p) for p in library()]
     if not paths:
         raise CliError("no scenarios to run", 2)
     loaded = {}
+    refused: dict[str, ScenarioResult] = {}
     for path in paths:  # bad input is refused before any lab is built
-        loaded[path] = load_both(path, args.proxy_mode)
-        check_limits(loaded[path][1])
+        try:
+            loaded[path] = load_both(path, args.proxy_mode)
+            check_limits(loaded[path][1])
+        except CliError as exc:
+            if len(paths) == 1:
+                raise
+            # with several scenarios a bad one is an error row; the others still run
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            loaded.pop(path, None)
+            error = "; ".join(line.removeprefix(f"{PROG}: ") for line in str(exc).split("\n"))
+            mode = args.proxy_mode or "iptables"
+            refused[path] = ScenarioResult(os.path.basename(path), path, mode, 0.0, (), error)
+    for path in loaded:
+        print_warnings(loaded[path][0])
     if args.plots:
         from testbed import plots
 
@@ -51,9 +69,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         with signals.handled():
             for path in paths:
+                if path in refused:
+                    results.append(refused[path])
+                    print(report.table([refused[path]], summary=False) + "\n", flush=True)
+                    continue
                 result, observed = runner.run_path(
                     path, args.proxy_mode, args.pcap, progress, loaded[path]
                 )
+                result = replace(result, warnings=loaded[path][0].warnings)
                 results.append(result)
                 if args.plots:
                     _plot(args.plots, loaded[path][0], result, observed)
@@ -70,6 +93,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.junit:
         with open(args.junit, "w") as handle:
             handle.write(report.to_junit(results))
+    if refused and not loaded:
+        return 2  # nothing could run: bad input, as with one scenario
     return 0 if all(r.passed for r in results) else 1
 
 

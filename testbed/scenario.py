@@ -16,11 +16,15 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import math
+import platform
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
+
+from netaddr import IPSet
 
 from testbed import yamlsrc
 from testbed.model import (
@@ -33,7 +37,7 @@ from testbed.model import (
     ProbePlan,
     Target,
 )
-from testbed.yamlsrc import SourceError, YList, YMap, show
+from testbed.yamlsrc import SourceError, YList, YMap, one_line, show
 
 LAB_API = "testbed/v1alpha1"
 NODE_PORT_RANGE = (30000, 32767)
@@ -47,11 +51,78 @@ KNOWN_FAULTS = frozenset({"no-snat"})
 RESERVED_NAMES = frozenset({"edge"})  # the lab's router
 SHARE_TOLERANCE = 0.02
 HOSTNAME_LABEL = "kubernetes.io/hostname"
+OS_LABEL = "kubernetes.io/os"
+ARCH_LABEL = "kubernetes.io/arch"
+ZONE_LABEL = "topology.kubernetes.io/zone"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+POD_TEMPLATE_HASH = "pod-template-hash"
+EXCLUDE_FROM_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
+NODE_NAME_MAX = 200  # DNS subdomain (253), less room for the lab id in namespace names
+MAX_PROBLEMS = 20  # errors listed for one file; the rest are counted
+MIN_CHECK_INTERVAL = 0.1  # seconds: lower keeps a core busy for as long as the lab lives
+MIN_CHECK_TIMEOUT = 0.05
+# Kinds a `kubectl get all,cm,ing,sa,ns -o yaml` dump holds that kube-proxy never reads:
+# skipped, and counted in one warning. ReplicaSets still tell which Deployment owns a pod.
+SKIPPED_KINDS = frozenset(
+    {
+        "ConfigMap",
+        "Secret",
+        "Namespace",
+        "ServiceAccount",
+        "Ingress",
+        "IngressClass",
+        "ReplicaSet",
+        "ControllerRevision",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Job",
+        "CronJob",
+        "PersistentVolumeClaim",
+        "PersistentVolume",
+        "StorageClass",
+        "Role",
+        "RoleBinding",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Event",
+        "LimitRange",
+        "ResourceQuota",
+        "Lease",
+        "PriorityClass",
+    }
+)
+_ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le"}
+NODE_ARCH = _ARCHES.get(platform.machine(), platform.machine().lower() or "amd64")
+
+
+def well_known_labels(name: str, zone: str | None = None) -> dict[str, str]:
+    """The labels the kubelet puts on every node, so Helm charts' nodeSelectors fit."""
+    labels = {HOSTNAME_LABEL: name, OS_LABEL: "linux", ARCH_LABEL: NODE_ARCH}
+    if zone is not None:
+        labels[ZONE_LABEL] = zone
+    return labels
 
 
 class ScenarioError(SourceError):
-    """A scenario that cannot be built; str() names the file, line and field."""
+    """A scenario that cannot be built; str() names the file, line and field.
+
+    One error is one line. A file with several problems raises the first, with all of
+    them (up to MAX_PROBLEMS) in `problems` and the number left out in `more`.
+    """
+
+    problems: tuple[SourceError, ...] = ()
+    more: int = 0
+
+    def lines(self) -> list[str]:
+        """Every problem, one line each, as a person should see them."""
+        found = [str(p) for p in self.problems] or [str(self)]
+        if self.more:
+            found.append(f"{one_line(self.file)}: {self.more} more problems not shown")
+        return found
+
+
+class _Cascade(ScenarioError):
+    """An error that only repeats an earlier one (a reference to an object that failed)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +150,7 @@ class LabNode:
     name: str
     labels: tuple[tuple[str, str], ...] = ()
     loc: Loc = field(default=NOWHERE, compare=False)
+    zone: str | None = None  # topology.kubernetes.io/zone
 
 
 @dataclass(frozen=True)
@@ -205,6 +277,56 @@ class AffinityTerm:
 
 
 @dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str = ""
+    effect: str = "NoSchedule"  # NoSchedule | PreferNoSchedule | NoExecute
+
+
+@dataclass(frozen=True)
+class Toleration:
+    key: str = ""  # empty with Exists: tolerates every taint
+    operator: str = "Equal"  # Equal | Exists
+    value: str = ""
+    effect: str = ""  # empty: every effect
+
+    def tolerates(self, taint: Taint) -> bool:
+        if self.effect and self.effect != taint.effect:
+            return False
+        if not self.key:
+            return self.operator == "Exists"
+        if self.key != taint.key:
+            return False
+        return self.operator == "Exists" or self.value == taint.value
+
+
+# What the DaemonSet controller adds to every DaemonSet pod: it runs on cordoned,
+# not-ready and pressured nodes, but not on a control plane it does not tolerate.
+DAEMON_TOLERATIONS = tuple(
+    Toleration(f"node.kubernetes.io/{key}", "Exists", "", effect)
+    for key, effect in (
+        ("not-ready", "NoExecute"),
+        ("unreachable", "NoExecute"),
+        ("disk-pressure", "NoSchedule"),
+        ("memory-pressure", "NoSchedule"),
+        ("pid-pressure", "NoSchedule"),
+        ("unschedulable", "NoSchedule"),
+    )
+)
+
+
+def tolerated(taints: Iterable[Taint], tolerations: Iterable[Toleration]) -> Taint | None:
+    """The first taint that keeps a pod off a node (NoSchedule, NoExecute); None if none."""
+    tolerations = tuple(tolerations)
+    for taint in taints:
+        if taint.effect == "PreferNoSchedule":
+            continue
+        if not any(t.tolerates(taint) for t in tolerations):
+            return taint
+    return None
+
+
+@dataclass(frozen=True)
 class PodTemplate:
     """What a Pod, or a Deployment's template, says about the pods it makes."""
 
@@ -214,6 +336,7 @@ class PodTemplate:
     ports: tuple[ContainerPort, ...] = ()
     anti_required: tuple[AffinityTerm, ...] = ()
     anti_preferred: tuple[AffinityTerm, ...] = ()
+    tolerations: tuple[Toleration, ...] = ()
     loc: Loc = field(default=NOWHERE, compare=False)  # the pod spec
     node_selector_loc: Loc = field(default=NOWHERE, compare=False)
     anti_loc: Loc = field(default=NOWHERE, compare=False)
@@ -232,10 +355,17 @@ class Pod:
     from_slice: bool = False  # made for an EndpointSlice address no Pod had
     order: int = 0  # document order; placement follows it
     loc: Loc = field(default=NOWHERE, compare=False)
+    owner: str | None = None  # the workload (Kind/namespace/name) in the file that owns it
 
 
 @dataclass(frozen=True)
 class Deployment:
+    """A Deployment, StatefulSet or DaemonSet: a template and the pods made from it.
+
+    Pods of the file that the workload owns (ownerReferences, directly or through a
+    ReplicaSet) are its pods, as the cluster placed them; the lab makes only the rest.
+    """
+
     name: str
     namespace: str
     replicas: int
@@ -243,10 +373,37 @@ class Deployment:
     template: PodTemplate
     order: int = 0
     loc: Loc = field(default=NOWHERE, compare=False)
+    kind: str = "Deployment"  # Deployment | StatefulSet | DaemonSet
+    owned: tuple[str, ...] = ()  # Pod objects of the file it owns, in file order
+    daemon_pods: tuple[tuple[str, str], ...] = ()  # DaemonSet: (pod, node) per eligible node
+    start: int = 0  # StatefulSet spec.ordinals.start
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}"
 
     def pod_names(self) -> list[str]:
-        """Replicas are named like a StatefulSet's, so probes can name them."""
-        return [f"{self.name}-{i}" for i in range(self.replicas)]
+        """Its pods: the owned ones first, then replicas named like a StatefulSet's."""
+        if self.kind == "DaemonSet":
+            return list(self.owned) if self.owned else [pod for pod, _ in self.daemon_pods]
+        names = list(self.owned[: self.replicas])
+        taken = set(self.owned)
+        i = self.start
+        while len(names) < self.replicas:
+            candidate = f"{self.name}-{i}"
+            i += 1
+            if candidate not in taken:
+                names.append(candidate)
+        return names
+
+    def made(self) -> list[str]:
+        """The pods the lab makes from the template (those the file does not hold)."""
+        owned = set(self.owned)
+        return [name for name in self.pod_names() if name not in owned]
+
+    def node_of(self, pod: str) -> str | None:
+        """A DaemonSet pod's node."""
+        return dict(self.daemon_pods).get(pod)
 
 
 @dataclass(frozen=True)
@@ -342,6 +499,15 @@ class NodeObject:
     loc: Loc = field(default=NOWHERE, compare=False)
     pod_cidr_loc: Loc = field(default=NOWHERE, compare=False)
     ip_loc: Loc = field(default=NOWHERE, compare=False)
+    taints: tuple[Taint, ...] = ()  # spec.taints, and unschedulable as Kubernetes taints it
+
+
+def node_labels(node: LabNode, obj: NodeObject | None) -> dict[str, str]:
+    """A node's labels: the well-known ones, then the Lab's, then its Node object's."""
+    labels = {**well_known_labels(node.name, node.zone), **dict(node.labels)}
+    if obj is not None:
+        labels.update(obj.labels)
+    return labels
 
 
 @dataclass(frozen=True)
@@ -359,6 +525,9 @@ class Scenario:
         if "/" not in key:
             key = f"default/{key}"
         return next(s for s in self.services if s.key == key)
+
+    def workload(self, key: str) -> Deployment | None:
+        return next((d for d in self.deployments if d.key == key), None)
 
 
 # -- public entry points ----------------------------------------------------------
@@ -641,7 +810,7 @@ _META_IGNORED = _words(
 _POD_SPEC_IGNORED = _words(
     "initContainers ephemeralContainers dnsPolicy dnsConfig restartPolicy schedulerName "
     "securityContext terminationGracePeriodSeconds activeDeadlineSeconds serviceAccount "
-    "serviceAccountName automountServiceAccountToken volumes tolerations imagePullSecrets "
+    "serviceAccountName automountServiceAccountToken volumes imagePullSecrets "
     "enableServiceLinks priority priorityClassName preemptionPolicy hostname subdomain "
     "readinessGates runtimeClassName shareProcessNamespace overhead setHostnameAsFQDN os "
     "hostAliases hostPID hostIPC hostUsers resourceClaims resources"
@@ -691,9 +860,57 @@ _KINDS = {
     "Pod": "v1",
     "Node": "v1",
     "Deployment": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "DaemonSet": "apps/v1",
     "EndpointSlice": "discovery.k8s.io/v1",
+    "Endpoints": "v1",
 }
-_ORDER = ("Lab", "Node", "Service", "Deployment", "Pod", "EndpointSlice")
+_ORDER = (
+    "Lab",
+    "Node",
+    "Service",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "Pod",
+    "EndpointSlice",
+    "Endpoints",
+)
+_WORKLOAD_FIELDS = {
+    "Deployment": (
+        ("replicas", "selector", "template"),
+        "strategy revisionHistoryLimit progressDeadlineSeconds minReadySeconds paused",
+    ),
+    "StatefulSet": (
+        ("replicas", "selector", "template", "ordinals"),
+        "serviceName podManagementPolicy updateStrategy revisionHistoryLimit minReadySeconds "
+        "persistentVolumeClaimRetentionPolicy volumeClaimTemplates",
+    ),
+    "DaemonSet": (("selector", "template"), "updateStrategy revisionHistoryLimit minReadySeconds"),
+}
+
+
+def _loose(value: Any, *keys: str) -> Any:
+    """A nested value read without validation (None when absent or of another shape)."""
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _controller_ref(meta: Any) -> tuple[str, str] | None:
+    """(kind, name) of the controller in metadata.ownerReferences, loosely read."""
+    refs = _loose(meta, "ownerReferences")
+    if not isinstance(refs, list):
+        return None
+    entries = [r for r in refs if isinstance(r, dict)]
+    chosen = [r for r in entries if r.get("controller") is True] or entries[:1]
+    for ref in chosen:
+        kind, name = ref.get("kind"), ref.get("name")
+        if isinstance(kind, str) and isinstance(name, str):
+            return kind, name
+    return None
 
 
 class _Reader:
@@ -717,6 +934,13 @@ class _Reader:
         self.node_ports: dict[int, tuple[str, Loc]] = {}  # nodePort -> service key, where
         self.pod_by_ip: dict[str, str] = {}
         self.slice_pods: dict[str, int] = {}  # service -> pods made for its EndpointSlices
+        self.pod_owner: dict[str, str] = {}  # pod name -> Kind/namespace/name, from the dump
+        self.skipped: Counter[str] = Counter()
+        self.skipped_loc: Loc | None = None
+        self.host_network: list[str] = []  # hostNetwork objects no Service selects
+        self.host_network_loc: Loc | None = None
+        self.problems: list[ScenarioError] = []
+        self.broken: set[tuple[str, str]] = set()  # objects whose reading failed
 
     # documents
 
@@ -724,6 +948,7 @@ class _Reader:
         objects = self._objects(docs)
         labs = [obj for kind, obj in objects if kind == "Lab"]
         if not labs:
+            self._raise_problems()
             raise ScenarioError(
                 self.file,
                 1,
@@ -735,14 +960,26 @@ class _Reader:
                 .key_loc("kind")
                 .error(f"a second Lab object (the first is at line {labs[0].loc.line})")
             )
-        for kind in _ORDER:
+        self._guard(lambda: self._read_lab(labs[0], 0))
+        if self.lab is None:  # everything else is checked against it
+            self._raise_problems()
+        self._owners(objects)
+        for kind in _ORDER[1:]:
             for order, (k, obj) in enumerate(objects):
                 if k == kind:
-                    getattr(self, f"_read_{kind.lower()}")(obj, order)
+                    read = getattr(self, f"_read_{kind.lower()}")
+                    self._guard(lambda: read(obj, order), kind, obj)  # noqa: B023
         assert self.lab is not None
-        probes = self._probes(self.lab_probes) if self.lab_probes is not None else ()
-        steps = self._steps(self.lab_steps) if self.lab_steps is not None else ()
+        probes: tuple[ProbePlan, ...] = ()
+        steps: tuple[Step, ...] = ()
+        if self.lab_probes is not None:
+            probes = self._probes(self.lab_probes)
+        if self.lab_steps is not None:
+            steps = self._steps(self.lab_steps)
+        self._raise_problems()
+        self._warn_skipped()
         self._warn_empty_services()
+        self._warn_excluded_nodes()
         return Scenario(
             file=self.file,
             lab=replace(self.lab, probes=probes, steps=steps),
@@ -754,6 +991,77 @@ class _Reader:
             warnings=tuple(self.warnings),
         )
 
+    def _guard(self, read: Callable[[], Any], kind: str = "", obj: _V | None = None) -> Any:
+        """Read one part; on an error note it, remember the part as broken, and go on."""
+        try:
+            return read()
+        except _Cascade:
+            return None
+        except ScenarioError as exc:
+            self.problems.append(exc)
+            if obj is not None:
+                meta = obj.value.get("metadata") if isinstance(obj.value, dict) else None
+                name = _loose(meta, "name")
+                namespace = _loose(meta, "namespace")
+                if isinstance(name, str):
+                    namespace = namespace if isinstance(namespace, str) else "default"
+                    self.broken.add((kind, f"{namespace}/{name}"))
+                    self.broken.add(("name", name))
+            return None
+
+    def _raise_problems(self) -> None:
+        if not self.problems:
+            return
+        first = self.problems[0]
+        error = ScenarioError(first.file, first.line, first.reason, first.path)
+        error.problems = tuple(self.problems[:MAX_PROBLEMS])
+        error.more = max(0, len(self.problems) - MAX_PROBLEMS)
+        raise error
+
+    def _cascade(self, v: _V, kind: str, key: str, name: str | None = None) -> None:
+        """Stay silent about a reference to an object whose own error is already listed."""
+        if (kind, key) in self.broken or (name is not None and ("name", name) in self.broken):
+            raise _Cascade(v.loc.file, v.loc.line, "follows an earlier error", v.loc.path)
+        if name is not None and any(
+            k == "name" and name.startswith(f"{broken}-") for k, broken in self.broken
+        ):
+            raise _Cascade(v.loc.file, v.loc.line, "follows an earlier error", v.loc.path)
+
+    def _owners(self, objects: list[tuple[str, _V]]) -> None:
+        """Which workload of the file owns each Pod, read loosely before anything is placed.
+
+        A Deployment owns its pods through a ReplicaSet: named by the ReplicaSet object's
+        own ownerReference when the file has it, else by the pod-template-hash suffix.
+        """
+        replica_sets: dict[tuple[str, str], tuple[str, str]] = {}
+        for kind, obj in objects:
+            if kind == "ReplicaSet":
+                meta = _loose(obj.value, "metadata")
+                ref = _controller_ref(meta)
+                name, namespace = _loose(meta, "name"), _loose(meta, "namespace") or "default"
+                if ref is not None and isinstance(name, str) and isinstance(namespace, str):
+                    replica_sets[namespace, name] = ref
+        for kind, obj in objects:
+            if kind != "Pod":
+                continue
+            meta = _loose(obj.value, "metadata")
+            name, namespace = _loose(meta, "name"), _loose(meta, "namespace") or "default"
+            ref = _controller_ref(meta)
+            if ref is None or not isinstance(name, str) or not isinstance(namespace, str):
+                continue
+            owner_kind, owner = ref
+            if owner_kind == "ReplicaSet":
+                found = replica_sets.get((namespace, owner))
+                if found is not None and found[0] == "Deployment":
+                    owner_kind, owner = found
+                else:
+                    suffix = _loose(meta, "labels", POD_TEMPLATE_HASH)
+                    if not isinstance(suffix, str) or not owner.endswith(f"-{suffix}"):
+                        continue
+                    owner_kind, owner = "Deployment", owner[: -len(suffix) - 1]
+            if owner_kind in _WORKLOAD_FIELDS:
+                self.pod_owner[name] = f"{owner_kind}/{namespace}/{owner}"
+
     def _objects(self, docs: list[tuple[int, Any]]) -> list[tuple[str, _V]]:
         out: list[tuple[str, _V]] = []
         for number, doc in docs:
@@ -761,20 +1069,31 @@ class _Reader:
             root = _V(doc, Loc(self.file, line))
             if not isinstance(doc, dict):
                 root.fail(f"a document must be a mapping (an object), not {_kind(doc)}")
-            kind = self._kind_of(root)
+            kind = self._guard(lambda root=root: self._kind_of(root))
+            if kind is None:
+                continue
             if kind == "List":
                 root.mapping(("apiVersion", "kind", "items", "metadata"))
                 items = root.get("items")
                 for item in items.items() if items is not None else ():
                     if not isinstance(item.value, dict):
                         item.fail(f"must be an object (a mapping), not {_kind(item.value)}")
-                    sub_kind = self._kind_of(item)
+                    sub_kind = self._guard(lambda item=item: self._kind_of(item))
                     if sub_kind == "List":
                         raise item.key_loc("kind").error("a List inside a List is not supported")
-                    out.append((sub_kind, item))
+                    if sub_kind is not None:
+                        out.append((sub_kind, item))
             else:
                 out.append((kind, root))
+        for kind, obj in out:
+            if kind in SKIPPED_KINDS:
+                self._skip(kind, obj.loc)
         return out
+
+    def _skip(self, kind: str, loc: Loc) -> None:
+        self.skipped[kind] += 1
+        if self.skipped_loc is None:
+            self.skipped_loc = loc
 
     def _kind_of(self, obj: _V) -> str:
         kind_v = obj.need("kind")
@@ -785,9 +1104,16 @@ class _Reader:
             if api != "v1":
                 api_v.fail(f"List needs apiVersion v1, not {show(api)}")
             return kind
+        if kind in SKIPPED_KINDS:
+            return kind
+        if kind == "NetworkPolicy":
+            kind_v.fail("NetworkPolicy is not modelled: the lab has no network policy engine")
         if kind not in _KINDS:
             kinds = ", ".join(_KINDS)
-            kind_v.fail(f"{show(kind)} is not a supported kind ({kinds}, List)")
+            kind_v.fail(
+                f"{show(kind)} is not a supported kind ({kinds}, List; objects outside "
+                "Service traffic such as ConfigMap or Ingress are skipped)"
+            )
         if api != _KINDS[kind]:
             api_v.fail(f"{kind} needs apiVersion {_KINDS[kind]}, not {show(api)}")
         return kind
@@ -817,7 +1143,10 @@ class _Reader:
         meta = obj.need("metadata").mapping(("name", "description"), ("labels", "annotations"))
         name = meta.need("name").dns_label(what="lab name")
         description_v = meta.get("description")
-        description = " ".join(description_v.string(empty=True).split()) if description_v else ""
+        # printed on the user's terminal: control characters are shown, never sent
+        description = (
+            one_line(" ".join(description_v.string(empty=True).split())) if description_v else ""
+        )
         spec = obj.get("spec") or _V(YMap(obj.loc.line), obj.key_loc("spec"))
         spec.mapping(
             (
@@ -872,15 +1201,20 @@ class _Reader:
             nodes_v.fail(f"{len(items)} nodes: must be 1-{MAX_NODES}")
         out = []
         for item in items:
-            item.mapping(("name", "labels"))
+            item.mapping(("name", "labels", "zone"))
             name_v = item.need("name")
-            name = name_v.dns_label(IFNAME_MAX, "node name")
+            name = _node_name(name_v)
             if name in RESERVED_NAMES:
                 name_v.fail(f"{name!r} is reserved for the lab's router")
             labels_v = item.get("labels")
             labels = labels_v.string_map() if labels_v else {}
+            zone = None
+            if (zone_v := item.get("zone")) is not None:
+                zone = zone_v.string()
+                if len(zone) > 63 or not _LABEL_VALUE.fullmatch(zone):
+                    zone_v.fail(f"{show(zone)} is not a valid label value")
             self.seen.claim("node", name, name_v.loc, _taken("node", name))
-            out.append(LabNode(name, _pairs(labels), name_v.loc))
+            out.append(LabNode(name, _pairs(labels), name_v.loc, zone))
         return tuple(out)
 
     def _network(self, spec: _V, locs: dict[str, Loc]) -> NetworkSpec:
@@ -902,6 +1236,10 @@ class _Reader:
                 net = value_v.cidr()
                 if net.prefixlen > 30:
                     value_v.fail(f"{net} is too small; use a /30 or larger")
+                if (special := _special_range(net)) is not None:
+                    value_v.fail(
+                        f"{net} overlaps {special}: the lab needs usable unicast addresses"
+                    )
                 loc, explicit = value_v.loc, True
             else:
                 net = ipaddress.IPv4Network(getattr(defaults, attr))
@@ -989,9 +1327,9 @@ class _Reader:
                 ("intervalSeconds", "timeoutSeconds", "healthyThreshold", "unhealthyThreshold")
             )
             if (v := hc_v.get("intervalSeconds")) is not None:
-                health = replace(health, interval=_seconds(v))
+                health = replace(health, interval=_seconds(v, MIN_CHECK_INTERVAL))
             if (v := hc_v.get("timeoutSeconds")) is not None:
-                health = replace(health, timeout=_seconds(v))
+                health = replace(health, timeout=_seconds(v, MIN_CHECK_TIMEOUT))
             if (v := hc_v.get("healthyThreshold")) is not None:
                 health = replace(health, healthy_threshold=v.integer(1, 10))
             if (v := hc_v.get("unhealthyThreshold")) is not None:
@@ -1017,11 +1355,23 @@ class _Reader:
         self.seen.claim("Node", name, meta.key_loc("name"), _taken("Node object", name))
         pod_cidr = ip = None
         cidr_loc = ip_loc = obj.loc
+        taints: list[Taint] = []
         if (spec := obj.get("spec")) is not None:
             spec.mapping(
-                ("podCIDR", "podCIDRs"),
-                ("providerID", "taints", "unschedulable", "externalID", "configSource"),
+                ("podCIDR", "podCIDRs", "taints", "unschedulable"),
+                ("providerID", "externalID", "configSource"),
             )
+            for item in spec.get("taints").items() if spec.get("taints") else ():
+                item.mapping(("key", "value", "effect"), ("timeAdded",))
+                key_v = item.need("key")
+                _check_label_key(key_v, key_v.string(), "taint")
+                value_v = item.get("value")
+                effect = item.need("effect").enum("NoSchedule", "PreferNoSchedule", "NoExecute")
+                taints.append(
+                    Taint(key_v.value, value_v.string(empty=True) if value_v else "", effect)
+                )
+            if (unsched_v := spec.get("unschedulable")) is not None and unsched_v.boolean():
+                taints.append(Taint("node.kubernetes.io/unschedulable", "", "NoSchedule"))
             cidr_v = spec.get("podCIDR")
             cidrs_v = spec.get("podCIDRs")
             if cidrs_v is not None:
@@ -1057,7 +1407,7 @@ class _Reader:
                 ip, ip_loc = self._fabric_ip(addr_v), addr_v.loc
                 self.seen.claim("node-ip", ip, addr_v.loc, _taken("node address", ip))
         self.node_objects[name] = NodeObject(
-            name, _pairs(labels), pod_cidr, ip, obj.loc, cidr_loc, ip_loc
+            name, _pairs(labels), pod_cidr, ip, obj.loc, cidr_loc, ip_loc, tuple(taints)
         )
 
     def _fabric_ip(self, v: _V) -> str:
@@ -1298,7 +1648,14 @@ class _Reader:
                 lb_status.mapping(("ingress",))
                 entries = lb_status.get("ingress")
                 for item in entries.items() if entries is not None else ():
-                    item.mapping(("ip",), ("hostname", "ipMode", "ports"))
+                    item.mapping(("ip", "ipMode"), ("hostname", "ports"))
+                    mode_v = item.get("ipMode")
+                    if mode_v is not None and mode_v.enum("VIP", "Proxy") == "Proxy":
+                        mode_v.fail(
+                            "ipMode Proxy is not modelled: the lab's edge is a pass-through "
+                            "load balancer (ipMode VIP); with Proxy, kube-proxy writes no rules "
+                            "for this IP and the load balancer proxies to the nodes"
+                        )
                     if (addr_v := item.get("ip")) is None:
                         continue
                     if not is_lb:
@@ -1326,15 +1683,46 @@ class _Reader:
     # Deployment and Pod
 
     def _read_deployment(self, obj: _V, order: int) -> None:
+        self._read_workload(obj, order, "Deployment")
+
+    def _read_statefulset(self, obj: _V, order: int) -> None:
+        self._read_workload(obj, order, "StatefulSet")
+
+    def _read_daemonset(self, obj: _V, order: int) -> None:
+        self._read_workload(obj, order, "DaemonSet")
+
+    def _host_network_skipped(self, obj: _V, kind: str, spec: Any, labels: Any) -> bool:
+        """A hostNetwork pod or workload no Service selects cannot be an endpoint: skipped.
+
+        (kube-system's kube-proxy and CNI DaemonSets in a `get all -A` dump.) One that a
+        Service selects is read, and refused with the reason.
+        """
+        if _loose(spec, "hostNetwork") is not True:
+            return False
+        namespace = _loose(obj.value, "metadata", "namespace") or "default"
+        labels = labels if isinstance(labels, dict) else {}
+        for svc in self.services.values():
+            selected = all(labels.get(k) == v for k, v in svc.selector)
+            if svc.namespace == namespace and svc.selector and selected:
+                return False
+        name = _loose(obj.value, "metadata", "name")
+        self.host_network.append(f"{kind} {namespace}/{name}")
+        if self.host_network_loc is None:
+            self.host_network_loc = obj.loc
+        return True
+
+    def _read_workload(self, obj: _V, order: int, kind: str) -> None:
+        template = _loose(obj.value, "spec", "template")
+        labels = _loose(template, "metadata", "labels")
+        if self._host_network_skipped(obj, kind, _loose(template, "spec"), labels):
+            return
         obj.mapping(("apiVersion", "kind", "metadata", "spec", "status"))
         name, namespace, _, meta = self._metadata(obj)
         key = f"{namespace}/{name}"
-        self.seen.claim("Deployment", key, meta.key_loc("name"), _taken("Deployment", key))
+        self.seen.claim(kind, key, meta.key_loc("name"), _taken(kind, key))
         spec = obj.need("spec")
-        spec.mapping(
-            ("replicas", "selector", "template"),
-            _words("strategy revisionHistoryLimit progressDeadlineSeconds minReadySeconds paused"),
-        )
+        known, ignored = _WORKLOAD_FIELDS[kind]
+        spec.mapping(known, _words(ignored))
         replicas_v = spec.get("replicas")
         replicas = (
             replicas_v.integer(
@@ -1343,10 +1731,15 @@ class _Reader:
             if replicas_v
             else 1
         )
+        start = 0
+        if (ordinals_v := spec.get("ordinals")) is not None:
+            ordinals_v.mapping(("start",))
+            if (start_v := ordinals_v.get("start")) is not None:
+                start = start_v.integer(0, MAX_REPLICAS, f"must be 0-{MAX_REPLICAS}")
         selector_v = spec.need("selector")
         selector = _label_selector(selector_v)
         if selector.empty:
-            selector_v.fail("empty selector is invalid for deployment")
+            selector_v.fail(f"empty selector is invalid for {kind.lower()}")
         template_v = spec.need("template").mapping(("metadata", "spec"))
         labels: dict[str, str] = {}
         if (tmeta := template_v.get("metadata")) is not None:
@@ -1356,23 +1749,75 @@ class _Reader:
         if not selector.matches(labels):
             selector_v.fail("selector does not match template labels")
         template = self._pod_template(template_v.need("spec"), labels, namespace)
-        deployment = Deployment(name, namespace, replicas, selector, template, order, obj.loc)
+        workload = Deployment(
+            name, namespace, replicas, selector, template, order, obj.loc, kind, start=start
+        )
+        owned = tuple(pod for pod, owner in self.pod_owner.items() if owner == workload.key)
         name_loc = meta.key_loc("name")
-        for pod_name in deployment.pod_names():
+        if kind == "DaemonSet":
+            workload = replace(workload, daemon_pods=self._daemon_pods(workload, name_loc))
+        if owned:
+            workload = replace(workload, owned=owned)
+            wanted = len(workload.daemon_pods) if kind == "DaemonSet" else replicas
+            if kind != "DaemonSet":
+                workload = replace(workload, replicas=len(owned))
+            if wanted != len(owned):
+                self.warnings.append(
+                    (replicas_v.loc if replicas_v and kind != "DaemonSet" else name_loc).warning(
+                        f"{kind} {key} {'would run' if kind == 'DaemonSet' else 'asks for'} "
+                        f"{wanted} pods but the file holds {len(owned)}: the lab runs the "
+                        "file's, where the cluster had them"
+                    )
+                )
+        made = workload.made()
+        for pod_name in made:
             if len(pod_name) > 63:
                 raise name_loc.error(
                     f"replica name {pod_name!r} would be over 63 characters; use a shorter name"
                 )
             self._claim_pod(pod_name, name_loc)
-        self._count_pods(replicas, obj.loc)
-        self.deployments.append(deployment)
+        self._count_pods(len(made), obj.loc)
+        self.deployments.append(workload)
+
+    def _daemon_pods(self, ds: Deployment, loc: Loc) -> tuple[tuple[str, str], ...]:
+        """One pod per node whose labels fit the nodeSelector and whose taints are tolerated."""
+        assert self.lab is not None
+        out: list[tuple[str, str]] = []
+        names: set[str] = set()
+        for k, node in enumerate(self.lab.nodes, 1):
+            obj = self.node_objects.get(node.name)
+            labels = node_labels(node, obj)
+            if not all(labels.get(key) == v for key, v in ds.template.node_selector):
+                continue
+            tolerations = ds.template.tolerations + DAEMON_TOLERATIONS
+            if obj is not None and tolerated(obj.taints, tolerations) is not None:
+                continue
+            pod = f"{ds.name}-{node.name.split('.')[0]}"
+            if len(pod) > 63 or pod in names or not _DNS1123_LABEL.fullmatch(pod):
+                pod = f"{ds.name}-{k}"
+            names.add(pod)
+            out.append((pod, node.name))
+        if not out:
+            self.warnings.append(
+                loc.warning(
+                    f"DaemonSet {ds.namespace}/{ds.name} fits no node "
+                    "(nodeSelector or taints): it runs no pod"
+                )
+            )
+        return tuple(out)
 
     def _read_pod(self, obj: _V, order: int) -> None:
+        labels = _loose(obj.value, "metadata", "labels")
+        if self._host_network_skipped(obj, "Pod", _loose(obj.value, "spec"), labels):
+            return
         obj.mapping(("apiVersion", "kind", "metadata", "spec", "status"))
         name, namespace, labels, meta = self._metadata(obj)
         self._claim_pod(name, meta.key_loc("name"))
         template = self._pod_template(obj.need("spec"), labels, namespace)
-        pod = Pod(name, namespace, template, order=order, loc=obj.loc)
+        owner = self.pod_owner.get(name)
+        if owner is not None and not any(d.key == owner for d in self.deployments):
+            owner = None  # its workload is not in the file: a pod like any other
+        pod = Pod(name, namespace, template, order=order, loc=obj.loc, owner=owner)
         deleting = meta.get("deletionTimestamp") is not None
         ready = True
         if (status := obj.get("status")) is not None:
@@ -1427,6 +1872,8 @@ class _Reader:
         return ip
 
     def _claim_pod(self, name: str, loc: Loc) -> None:
+        if name in RESERVED_NAMES:
+            raise loc.error(f"pod name {name!r} is reserved for the lab's router")
         first = self.seen.owner("pod", name)
         if first is not None:
             raise loc.error(
@@ -1443,7 +1890,7 @@ class _Reader:
 
     def _pod_template(self, spec: _V, labels: dict[str, str], namespace: str) -> PodTemplate:
         spec.mapping(
-            ("containers", "nodeName", "nodeSelector", "affinity"),
+            ("containers", "nodeName", "nodeSelector", "affinity", "tolerations"),
             _POD_SPEC_IGNORED,
             _POD_SPEC_UNSUPPORTED,
         )
@@ -1462,6 +1909,8 @@ class _Reader:
                 node_selector_loc=sel_v.loc,
             )
         template = replace(template, ports=_container_ports(spec.need("containers")))
+        if (tol_v := spec.get("tolerations")) is not None:
+            template = replace(template, tolerations=tuple(_toleration(t) for t in tol_v.items()))
         if (affinity_v := spec.get("affinity")) is not None:
             affinity_v.mapping(
                 ("podAntiAffinity",),
@@ -1505,6 +1954,7 @@ class _Reader:
             meta.fail(f"an EndpointSlice needs the label {SERVICE_NAME_LABEL}: <service name>")
         labels_v = meta.need("labels")
         if f"{namespace}/{service}" not in self.services:
+            self._cascade(labels_v, "Service", f"{namespace}/{service}")
             raise labels_v.key_loc(SERVICE_NAME_LABEL).error(
                 f"names Service {namespace}/{service}, which the scenario does not define"
             )
@@ -1579,6 +2029,8 @@ class _Reader:
         if name is None:
             name = self._slice_pod(ip, ref_name, node, namespace, service, address_v)
             self.pods[name] = replace(self.pods[name], **conditions)
+        if name not in self.pods:  # the Pod that has this address failed to read
+            raise _Cascade(item.loc.file, item.loc.line, "follows an earlier error")
         pod = self.pods[name]
         if pod.from_slice:
             self.pods[name] = _add_ports(pod, ports)
@@ -1636,10 +2088,25 @@ class _Reader:
         self.seen.claim("pod-ip", ip, loc, _taken("pod address", ip))
         self.pod_by_ip[ip] = pod
 
+    def _read_endpoints(self, obj: _V, order: int) -> None:
+        """Endpoints repeat what EndpointSlices or a selector already say: skipped then."""
+        name, namespace, _, meta = self._metadata(obj)
+        key = f"{namespace}/{name}"
+        svc = self.services.get(key)
+        sliced = any(s.service_key == key for s in self.slices)
+        if svc is None or svc.selector or sliced:
+            self._skip("Endpoints", obj.loc)
+            return
+        meta.need("name").fail(
+            f"Service {key} has no selector and no EndpointSlice: the lab reads a selectorless "
+            "Service's endpoints from EndpointSlices (kubectl get endpointslices -o yaml)"
+        )
+
     # probes
 
     def _probes(self, probes_v: _V) -> tuple[ProbePlan, ...]:
-        return tuple(self._probe(item) for item in probes_v.items())
+        found = [self._guard(lambda item=item: self._probe(item)) for item in probes_v.items()]
+        return tuple(p for p in found if p is not None)
 
     def _claim_name(self, name_v: _V, what: str) -> str:
         name = name_v.dns_label(what=f"{what} name")
@@ -1663,6 +2130,7 @@ class _Reader:
         source_v = item.need("from")
         source = source_v.string()
         if self.seen.owner("source", source) is None:
+            self._cascade(source_v, "", "", source)
             source_v.fail(f"{show(source)} is not a client, pod or node of this scenario")
         protocol_v = item.get("protocol")
         protocol = _protocol(protocol_v) if protocol_v else None
@@ -1696,78 +2164,93 @@ class _Reader:
 
     def _steps(self, steps_v: _V) -> tuple[Step, ...]:
         """Steps in order; each is checked against the world the steps before it leave."""
-        alive = set(self.pods) | {p for d in self.deployments for p in d.pod_names()}
+        alive = {p for p, pod in self.pods.items() if pod.owner is None}
+        alive |= {p for d in self.deployments for p in d.pod_names()}
         deleted: set[str] = set()
         changed = False
         out = []
         for item in steps_v.items():
-            item.mapping(("name", *STEP_ACTIONS))
-            name = self._claim_name(item.need("name"), "step")
-            actions = [a for a in STEP_ACTIONS if item.get(a) is not None]
-            if not actions:
-                item.fail(f"a step needs one action: {', '.join(STEP_ACTIONS)}")
-            if len(actions) > 1:
-                raise item.key_loc(actions[1]).error(
-                    f"one action per step: {actions[0]} and {actions[1]} are both given"
-                )
-            action = actions[0]
-            v = item.need(action)
-            step = Step(name, action, loc=item.loc)
-            if action == "deletePod":
-                pod = v.string()
-                if pod not in alive:
-                    why = "an earlier step deleted it" if pod in deleted else "no such pod"
-                    v.fail(f"cannot delete pod {show(pod)}: {why}")
-                alive.discard(pod)
-                deleted.add(pod)
-                step = replace(step, pod=pod)
-            elif action == "scale":
-                step = self._scale_step(v, step, alive, deleted)
-            elif action == "setPolicy":
-                step = self._policy_step(v, step)
-            elif action == "proxyHealthy":
-                v.mapping(("node", "healthy"))
-                node_v = v.need("node")
-                node = node_v.string()
-                assert self.lab is not None
-                names = [n.name for n in self.lab.nodes]
-                if node not in names:
-                    node_v.fail(f"no node named {show(node)} in the lab ({_few(names)})")
-                step = replace(step, node=node, healthy=v.need("healthy").boolean())
-            elif action == "edgeHealthChecks":
-                if self.lab is not None and self.lab.load_balancer.mode != "ecmp":
-                    v.fail("the edge checks health only in loadBalancer mode ecmp")
-                step = replace(step, healthy=v.boolean())
-            elif action == "waitForHealthChecks":
-                if v.boolean() is not True:
-                    v.fail("must be true (leave the step out not to wait)")
-            else:
-                if action == "probeDuringConvergence" and not changed:
-                    v.fail(
-                        "probeDuringConvergence watches the edge converge after a change: "
-                        "put a deletePod, scale, setPolicy or proxyHealthy step before it"
-                    )
-                probe = self._probe(v, step_name=name)
-                if action == "probeDuringConvergence" and probe.target.via not in (
-                    "loadBalancer",
-                    "externalIP",
-                ):
-                    (v.get("to") or v).fail(
-                        "probeDuringConvergence watches the edge: aim it at "
-                        "via: loadBalancer or via: externalIP"
-                    )
-                step = replace(step, probe=probe)
-            changed = changed or step.changes_lab
-            out.append(step)
+            step = self._guard(lambda item=item: self._step(item, alive, deleted, changed))  # noqa: B023
+            if step is not None:
+                changed = changed or step.changes_lab
+                out.append(step)
         return tuple(out)
+
+    def _step(self, item: _V, alive: set[str], deleted: set[str], changed: bool) -> Step:
+        """One step; `alive` and `deleted` follow what it does to the pods."""
+        item.mapping(("name", *STEP_ACTIONS))
+        name = self._claim_name(item.need("name"), "step")
+        actions = [a for a in STEP_ACTIONS if item.get(a) is not None]
+        if not actions:
+            item.fail(f"a step needs one action: {', '.join(STEP_ACTIONS)}")
+        if len(actions) > 1:
+            raise item.key_loc(actions[1]).error(
+                f"one action per step: {actions[0]} and {actions[1]} are both given"
+            )
+        action = actions[0]
+        v = item.need(action)
+        step = Step(name, action, loc=item.loc)
+        if action == "deletePod":
+            pod = v.string()
+            if pod not in alive:
+                if pod not in deleted:
+                    self._cascade(v, "", "", pod)
+                why = "an earlier step deleted it" if pod in deleted else "no such pod"
+                v.fail(f"cannot delete pod {show(pod)}: {why}")
+            alive.discard(pod)
+            deleted.add(pod)
+            step = replace(step, pod=pod)
+        elif action == "scale":
+            step = self._scale_step(v, step, alive, deleted)
+        elif action == "setPolicy":
+            step = self._policy_step(v, step)
+        elif action == "proxyHealthy":
+            v.mapping(("node", "healthy"))
+            node_v = v.need("node")
+            node = node_v.string()
+            assert self.lab is not None
+            names = [n.name for n in self.lab.nodes]
+            if node not in names:
+                node_v.fail(f"no node named {show(node)} in the lab ({_few(names)})")
+            step = replace(step, node=node, healthy=v.need("healthy").boolean())
+        elif action == "edgeHealthChecks":
+            if self.lab is not None and self.lab.load_balancer.mode != "ecmp":
+                v.fail("the edge checks health only in loadBalancer mode ecmp")
+            step = replace(step, healthy=v.boolean())
+        elif action == "waitForHealthChecks":
+            if v.boolean() is not True:
+                v.fail("must be true (leave the step out not to wait)")
+        else:
+            if action == "probeDuringConvergence" and not changed:
+                v.fail(
+                    "probeDuringConvergence watches the edge converge after a change: "
+                    "put a deletePod, scale, setPolicy or proxyHealthy step before it"
+                )
+            probe = self._probe(v, step_name=name)
+            if action == "probeDuringConvergence" and probe.target.via not in (
+                "loadBalancer",
+                "externalIP",
+            ):
+                (v.get("to") or v).fail(
+                    "probeDuringConvergence watches the edge: aim it at "
+                    "via: loadBalancer or via: externalIP"
+                )
+            step = replace(step, probe=probe)
+        return step
 
     def _scale_step(self, v: _V, step: Step, alive: set[str], deleted: set[str]) -> Step:
         v.mapping(("deployment", "replicas"))
         dep_v = v.need("deployment")
         ref = dep_v.string()
         key = ref if "/" in ref else f"default/{ref}"
-        found = [d for d in self.deployments if f"{d.namespace}/{d.name}" == key]
+        found = [
+            d
+            for d in self.deployments
+            if f"{d.namespace}/{d.name}" == key and d.kind in ("Deployment", "StatefulSet")
+        ]
         if not found:
+            self._cascade(dep_v, "Deployment", key)
+            self._cascade(dep_v, "StatefulSet", key)
             dep_v.fail(f"no Deployment {key} in the scenario")
         replicas_v = v.need("replicas")
         replicas = replicas_v.integer(0, MAX_REPLICAS, f"must be 0-{MAX_REPLICAS}")
@@ -1782,6 +2265,7 @@ class _Reader:
         key = ref if "/" in ref else f"default/{ref}"
         svc = self.services.get(key)
         if svc is None:
+            self._cascade(svc_v, "Service", key)
             svc_v.fail(f"no Service {key} in the scenario")
         ext_v, int_v = v.get("externalTrafficPolicy"), v.get("internalTrafficPolicy")
         if ext_v is None and int_v is None:
@@ -1813,6 +2297,7 @@ class _Reader:
         key = ref if "/" in ref else f"default/{ref}"
         svc = self.services.get(key)
         if svc is None:
+            self._cascade(service_v, "Service", key)
             service_v.fail(f"no Service {key} in the scenario")
         port_v = to_v.get("port")
         sport = _pick_port(svc, port_v, protocol, to_v)
@@ -1928,19 +2413,66 @@ class _Reader:
     def _known_pod(self, v: _V) -> str:
         name = v.string()
         if self.seen.owner("pod", name) is None:
+            self._cascade(v, "", "", name)
             v.fail(f"no pod named {show(name)} in the scenario")
         return name
 
     # warnings
 
+    def _warn_skipped(self) -> None:
+        if self.host_network and self.host_network_loc is not None:
+            named = ", ".join(self.host_network[:3]) + (
+                ", ..." if len(self.host_network) > 3 else ""
+            )
+            self.warnings.insert(
+                0,
+                self.host_network_loc.warning(
+                    f"skipped {len(self.host_network)} hostNetwork object"
+                    f"{'s' if len(self.host_network) != 1 else ''} no Service selects: {named}"
+                ),
+            )
+        if not self.skipped or self.skipped_loc is None:
+            return
+        counts = ", ".join(f"{kind} x{n}" for kind, n in sorted(self.skipped.items()))
+        total = sum(self.skipped.values())
+        self.warnings.insert(
+            0,
+            f"{one_line(self.file)}:{self.skipped_loc.line}: skipped {total} "
+            f"object{'s' if total != 1 else ''} kube-proxy does not read: {counts}",
+        )
+
+    def _warn_excluded_nodes(self) -> None:
+        """The edge sends to every node; a cloud load balancer leaves these out."""
+        assert self.lab is not None
+        if not any(s.type == "LoadBalancer" or s.external_ips for s in self.services.values()):
+            return
+        for node in self.lab.nodes:
+            obj = self.node_objects.get(node.name)
+            if EXCLUDE_FROM_LB_LABEL in node_labels(node, obj):
+                loc = obj.loc if obj is not None else node.loc
+                self.warnings.append(
+                    loc.warning(
+                        f"node {node.name} is labelled exclude-from-external-load-balancers: "
+                        "cloud load balancers skip it, the lab's edge does not"
+                    )
+                )
+
     def _warn_empty_services(self) -> None:
         sliced = {s.service_key for s in self.slices}
         templates: list[tuple[str, dict[str, str]]] = [
-            (d.namespace, dict(d.template.labels)) for d in self.deployments if d.replicas
+            (d.namespace, dict(d.template.labels)) for d in self.deployments if d.made()
         ]
         templates += [(p.namespace, dict(p.template.labels)) for p in self.pods.values()]
         for svc in self.services.values():
-            if not svc.selector or svc.key in sliced:
+            if svc.key in sliced:
+                continue
+            if not svc.selector:
+                self.warnings.append(
+                    svc.loc.warning(
+                        f"Service {svc.key} has no selector and no EndpointSlice in the "
+                        "file: it has no endpoints"
+                    )
+                )
                 continue
             wanted = dict(svc.selector)
             if not any(
@@ -1996,10 +2528,46 @@ def _target_port(v: _V) -> int | str:
     return v.integer(1, 65535, f"{v.value} is outside the port range 1-65535")
 
 
-def _seconds(v: _V) -> float:
+def _seconds(v: _V, floor: float) -> float:
     value = v.number()
-    if not 0 < value <= 60:
-        v.fail(f"{value:g} must be more than 0 and at most 60 seconds")
+    if not floor <= value <= 60:
+        v.fail(
+            f"{value:g} must be {floor:g}-60 seconds (a shorter period would keep a "
+            "core busy for as long as the lab lives; cloud load balancers allow 1 s at least)"
+        )
+    return value
+
+
+# Address ranges a lab segment may not touch: packets to or from them are not routed
+# (0/8, loopback, link-local), are group traffic (multicast) or are reserved (240/4).
+_SPECIAL_RANGES = (
+    ("0.0.0.0/8", "0.0.0.0/8 (this network)"),
+    ("127.0.0.0/8", "127.0.0.0/8 (loopback)"),
+    ("169.254.0.0/16", "169.254.0.0/16 (link-local)"),
+    ("224.0.0.0/4", "224.0.0.0/4 (multicast)"),
+    ("240.0.0.0/4", "240.0.0.0/4 (reserved, and broadcast)"),
+)
+
+
+def _special_range(net: ipaddress.IPv4Network) -> str | None:
+    """The first range of _SPECIAL_RANGES the network overlaps; None when it is usable."""
+    wanted = IPSet([str(net)])
+    for cidr, what in _SPECIAL_RANGES:
+        if wanted & IPSet([cidr]):
+            return what
+    return None
+
+
+def _node_name(v: _V) -> str:
+    """A node's name as Kubernetes allows it (DNS subdomain, like ip-10-0-1-23.ec2.internal)."""
+    value = v.string()
+    if not _DNS1123_SUBDOMAIN.fullmatch(value):
+        v.fail(
+            f"{show(value)} is not a valid node name: lower-case letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit (RFC 1123 subdomain)"
+        )
+    if len(value) > NODE_NAME_MAX:
+        v.fail(f"{show(value)} is {len(value)} characters; the lab's limit is {NODE_NAME_MAX}")
     return value
 
 
@@ -2038,6 +2606,26 @@ def _container_ports(containers_v: _V) -> tuple[ContainerPort, ...]:
             if all((p.port, p.protocol) != (number, protocol) for p in ports):
                 ports.append(port)
     return tuple(ports)
+
+
+def _toleration(v: _V) -> Toleration:
+    v.mapping(("key", "operator", "value", "effect"), ("tolerationSeconds",))
+    key = v.get("key")
+    op_v = v.get("operator")
+    operator = op_v.enum("Equal", "Exists") if op_v else "Equal"
+    value = v.get("value")
+    if operator == "Exists" and value is not None and value.value != "":
+        value.fail("must be empty when operator is Exists")
+    if operator == "Equal" and (key is None or key.value == ""):
+        v.fail("a toleration with an empty key needs operator Exists")
+    effect_v = v.get("effect")
+    effect = effect_v.enum("", "NoSchedule", "PreferNoSchedule", "NoExecute") if effect_v else ""
+    return Toleration(
+        key.string(empty=True) if key else "",
+        operator,
+        value.string(empty=True) if value else "",
+        effect,
+    )
 
 
 def _label_selector(v: _V) -> LabelSelector:

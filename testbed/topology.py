@@ -37,6 +37,10 @@ EXT_BRIDGE = "br-ext"
 # TESTBED_STATE_DIR) gives tests labs that another user's `testbed clean` never sweeps.
 NS_PREFIX = os.environ.get("TESTBED_NS_PREFIX") or "tb-"
 IFNAME_MAX = 15
+# Interface names the lab itself uses in a namespace that also holds veths named after
+# nodes, clients or pods: such a name is mapped, so a node called `lo` cannot collide.
+LAB_IFNAMES = frozenset({"lo", "eth0", FABRIC_BRIDGE, EXT_BRIDGE})
+NS_SHORT_MAX = 63  # longer node names (real clusters' FQDNs) are shortened in namespace names
 
 
 @dataclass(frozen=True)
@@ -85,16 +89,32 @@ class Wiring:
         return ns_name(self.lab_id, short)
 
 
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:8]
+
+
 def ns_name(lab_id: str, short: str) -> str:
-    """Every namespace carries the lab id, so labs coexist and leftovers are findable."""
+    """Every namespace carries the lab id, so labs coexist and leftovers are findable.
+
+    A long name (a real node's FQDN) keeps its first characters and gains a stable hash,
+    so the same name always maps to the same namespace.
+    """
+    if len(short) > NS_SHORT_MAX:
+        short = f"{short[: NS_SHORT_MAX - 9]}-{_digest(short)}"
     return f"{NS_PREFIX}{lab_id}-{short}"
 
 
+def link_name(name: str) -> str:
+    """The interface named after a node, client or pod: its name when it fits and is not
+    one the lab uses itself, else a stable hash (the user still sees the real name)."""
+    if len(name) <= IFNAME_MAX and name not in LAB_IFNAMES and "/" not in name:
+        return name
+    return "veth" + _digest(name)
+
+
 def pod_ifname(pod: str) -> str:
-    """The node-side veth of a pod: its name when it fits, else a stable hash."""
-    if len(pod) <= IFNAME_MAX:
-        return pod
-    return "veth" + hashlib.sha256(pod.encode()).hexdigest()[:8]
+    """The node-side veth of a pod."""
+    return link_name(pod)
 
 
 def vip_routes(plan: Plan, nodes_by_vip: dict[str, tuple[str, ...]]) -> tuple[Route, ...]:
@@ -178,7 +198,7 @@ def wire(plan: Plan, lab_id: str) -> Wiring:
 
     for node in plan.nodes:
         namespaces.append(node.name)
-        veths.append(Veth(EDGE, node.name, node.name, "eth0", master=FABRIC_BRIDGE))
+        veths.append(Veth(EDGE, link_name(node.name), node.name, "eth0", master=FABRIC_BRIDGE))
         addrs.append(Addr(node.name, "eth0", f"{node.ip}/{fabric_len}"))
         routes.append(Route(node.name, "default", (net.edge_fabric_ip,)))
         for other in plan.nodes:
@@ -209,7 +229,7 @@ def wire(plan: Plan, lab_id: str) -> Wiring:
 
     for client in plan.clients:
         namespaces.append(client.name)
-        veths.append(Veth(EDGE, client.name, client.name, "eth0", master=EXT_BRIDGE))
+        veths.append(Veth(EDGE, link_name(client.name), client.name, "eth0", master=EXT_BRIDGE))
         addrs.append(Addr(client.name, "eth0", f"{client.ip}/{ext_len}"))
         routes.append(Route(client.name, "default", (net.edge_external_ip,)))
 

@@ -11,7 +11,9 @@ line; nothing else escapes.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -283,17 +285,61 @@ def decode(data: bytes, file: str) -> str:
     return text.removeprefix("\ufeff")
 
 
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def _pseudo_devices() -> set[int]:
+    """Device numbers of /proc and /sys: their files look regular but reading may block
+    or consume (/proc/kmsg)."""
+    found = set()
+    for mount in ("/proc", "/sys"):
+        with contextlib.suppress(OSError):
+            found.add(os.stat(mount).st_dev)
+    return found
+
+
 def read(path: str | os.PathLike[str]) -> bytes:
-    """The file's bytes, refusing anything over MAX_BYTES before reading it."""
+    """The bytes of a regular file, refusing anything over MAX_BYTES before reading it.
+
+    Opened without blocking and checked with fstat on the open descriptor, so a FIFO,
+    a device or /proc/kmsg is refused at once instead of hanging the reader.
+    """
     name = os.fspath(path)
     try:
-        size = os.stat(name).st_size
-        if size > MAX_BYTES:
-            raise SourceError(name, 1, f"file is {size} bytes; the limit is {MAX_BYTES} (4 MiB)")
-        with open(name, "rb") as handle:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise SourceError(name, 1, f"cannot read file: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        for test, what in _NOT_REGULAR:
+            if test(info.st_mode):
+                raise SourceError(name, 1, f"file is {what}, not a regular file; refusing to load")
+        if info.st_dev in _pseudo_devices():
+            raise SourceError(
+                name,
+                1,
+                "file is a kernel interface (/proc or /sys), not a regular file; refusing to load",
+            )
+        if not stat.S_ISREG(info.st_mode):
+            raise SourceError(name, 1, "file is not a regular file; refusing to load")
+        if info.st_size > MAX_BYTES:
+            raise SourceError(
+                name, 1, f"file is {info.st_size} bytes; the limit is {MAX_BYTES} (4 MiB)"
+            )
+        with os.fdopen(fd, "rb", closefd=True) as handle:
+            fd = -1
             data = handle.read(MAX_BYTES + 1)
     except OSError as exc:
         raise SourceError(name, 1, f"cannot read file: {exc.strerror or exc}") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
     if len(data) > MAX_BYTES:
         raise SourceError(name, 1, f"file is over {MAX_BYTES} bytes (4 MiB); refusing to load")
     return data

@@ -145,9 +145,13 @@ HOSTILE = [
     Hostile("many-scalars.yaml", _t(scenario() + "--- 1\n" * 600_000), TOO_MANY_DOCS),
     Hostile("flat-list.yaml", _t(scenario() + "---\nx: [" + "1," * 1_500_000 + "]\n"), TOO_MANY),
     Hostile("block-list.yaml", _t(scenario() + "---\nx:\n" + "- 1\n" * 1_000_000), TOO_MANY),
-    # names over the limits: node, client and container-port names become interface-like
-    # names of at most 15 characters
-    Hostile("node-name-16.yaml", _t(scenario(nodes=f"[{{name: {'n' * 16}}}]")), "limit is 15"),
+    # names over the limits: client and container-port names become interface-like names
+    # of at most 15 characters; node names are DNS subdomains, cut at 200 for namespaces
+    Hostile(
+        "node-name-243.yaml",
+        _t(scenario(nodes=f"[{{name: {'.'.join(['n' * 60] * 4)}}}]")),
+        "is 243 characters; the lab's limit is 200",
+    ),
     Hostile("client-name-16.yaml", _t(scenario(client="c" * 16)), "the limit is 15"),
     Hostile(
         "container-port-name-16.yaml",

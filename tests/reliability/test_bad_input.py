@@ -77,6 +77,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[tuple[Path
     files = [(path, expected_text(path)) for path in BAD]
     files += [(h.write(made), h.expect) for h in HOSTILE]
     files.append((Path("/dev/zero"), "refusing to load"))
+    fifo = made / "fifo.yaml"  # opened without blocking: refused at once, not read forever
+    os.mkfifo(fifo)
+    files.append((fifo, "file is a FIFO (named pipe), not a regular file; refusing to load"))
     yield files
     shutil.rmtree(made, ignore_errors=True)
 
@@ -177,7 +180,12 @@ def test_a_selector_matching_nothing_is_not_an_error(tmp_path: Path, private: Pr
     planned = changes.replan(scenario.load(path), None)
     assert planned.services[0].ports[0].endpoints == ()
     shown = private.tb("plan", str(path))
-    assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+    # no error, but said where the user looks: a selector typo must not pass in silence
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stderr == (
+        f"warning: {path}:16: spec.selector: Service default/web selects no pod, "
+        "so it has no endpoints\n"
+    )
     if IS_ROOT:
         run = private.tb("run", "-q", str(path))
         assert run.returncode == 0, run.stdout + run.stderr

@@ -266,7 +266,10 @@ BAD = [
         ),
         r"Service default/web is ClusterIP: it has no nodePort",
     ),
-    (dict(objects=[{"apiVersion": "v1", "kind": "Secret"}]), r"'Secret' is not a supported kind"),
+    (
+        dict(objects=[{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute"}]),
+        r"'HTTPRoute' is not a supported kind",
+    ),
 ]
 
 

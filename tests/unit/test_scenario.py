@@ -176,9 +176,12 @@ spec: {clusterIP: None, selector: {app: x}, ports: [{port: 80}]}
     assert lb.external_ips == ("192.168.99.10",)
     assert [p.node_port for p in lb.ports] == [30001, 30001]  # one nodePort, TCP and UDP
     assert s.service("headless").headless
-    # a selector that matches no pod is no error, but it is worth a warning; services
-    # without a selector have their endpoints managed by hand and are not warned about
+    # a selector that matches no pod is no error, but it is worth a warning; so is a
+    # service without a selector whose EndpointSlices the file does not hold
+    no_slices = "has no selector and no EndpointSlice in the file: it has no endpoints"
     assert s.warnings == (
+        f"t.yaml:8: Service kube-system/dns {no_slices}",
+        f"t.yaml:17: Service default/lb {no_slices}",
         "t.yaml:35: spec.selector: Service default/headless selects no pod, so it has no endpoints",
     )
 
@@ -417,6 +420,8 @@ _VALID = [
     list(yaml.safe_load_all((DATA / "format-example.yaml").read_text())),
     list(yaml.safe_load_all((ROOT / "scenarios" / "default.yaml").read_text())),
     list(yaml.safe_load_all((DATA / "kubectl-dump.yaml").read_text())),
+    # replayed dumps: owners, ReplicaSets, skipped kinds, taints, real node names
+    *(list(yaml.safe_load_all(p.read_text())) for p in sorted((DATA / "replay").glob("*.yaml"))),
 ]
 _SCALARS = st.one_of(
     st.none(),
