@@ -16,6 +16,7 @@ The pure parts (versions, go.mod text, ldflags, paths) need neither root nor Go.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -310,6 +311,25 @@ def build(text: str | None, out=sys.stdout) -> Version:
     if is_built(paths, digest):
         print(f"Kubernetes {version}: cached in {paths.bin}", file=out)
         return version
+    try:
+        paths.dir.mkdir(parents=True, exist_ok=True)
+        lock = open(paths.dir / ".lock", "w")  # noqa: SIM115 (held until the build ends)
+    except OSError as exc:
+        raise UpstreamError(f"cannot write {paths.dir}: {exc.strerror} (set {CACHE_ENV})") from None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"Kubernetes {version}: another build is running, waiting for it", file=out)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if is_built(paths, digest):
+                print(f"Kubernetes {version}: cached in {paths.bin}", file=out)
+                return version
+        _build(go, go_version, version, paths, digest, out)
+    return version
+
+
+def _build(go: str, go_version: str, version: Version, paths: Paths, digest: str, out) -> None:
     pin = PINS / module_dir(version)
     shutil.rmtree(paths.src, ignore_errors=True)
     (paths.src / "etcd").mkdir(parents=True)
@@ -342,7 +362,6 @@ def build(text: str | None, out=sys.stdout) -> Version:
         json.dumps({"version": str(version), "go": go_version, "inputs": digest}, indent=1) + "\n"
     )
     print(f"  {'total':<16} {time.monotonic() - started:7.1f} s", file=out)
-    return version
 
 
 # -- listing ------------------------------------------------------------------------

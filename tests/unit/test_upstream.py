@@ -191,3 +191,11 @@ def test_cli_ls_with_an_empty_cache(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv(upstream.CACHE_ENV, str(tmp_path))
     assert cli.main(["upstream", "ls"]) == 0
     assert "nothing built" in capsys.readouterr().out
+
+
+def test_cli_unwritable_cache_is_one_line_exit_2(monkeypatch, capsys):
+    monkeypatch.setattr(upstream, "machine_go", lambda: ("go", "go version go1.26.8 linux/amd64"))
+    monkeypatch.setenv(upstream.CACHE_ENV, "/proc/kubeproxy-testbed")
+    assert cli.main(["upstream", "build"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write /proc/kubeproxy-testbed/v" in err
