@@ -401,7 +401,7 @@ def describe(items: list[Built], root: Path) -> str:
     lines = []
     for item in items:
         parts = ", ".join(f"{name} {mib(size)}" for name, size in item.binaries.items())
-        state = "" if item.complete else "  (incomplete: testbed upstream build)"
+        state = "" if item.complete else "  (incomplete: being built, or interrupted)"
         total = mib(sum(item.binaries.values()))
         lines.append(f"{item.version}  {total:>8}  {parts}{state}")
     return "\n".join(lines)
