@@ -277,6 +277,8 @@ def go_env(paths: Paths) -> dict[str, str]:
         CGO_ENABLED="0",
         GOTOOLCHAIN="local",
         GOWORK="off",
+        # a module cache of read-only files is hard to remove: keep it writable
+        GOFLAGS=f"{env.get('GOFLAGS', '')} -modcacherw".strip(),
     )
     return env
 

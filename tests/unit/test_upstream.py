@@ -200,3 +200,11 @@ def test_cli_unwritable_cache_is_one_line_exit_2(monkeypatch, capsys):
     assert cli.main(["upstream", "build"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot write /proc/kubeproxy-testbed/v" in err
+
+
+def test_go_runs_with_our_caches_and_keeps_the_callers_flags(monkeypatch):
+    monkeypatch.setenv("GOFLAGS", "-p=1")
+    env = upstream.go_env(Paths(Path("/c"), Version(1, 34, 4)))
+    assert env["GOMODCACHE"] == "/c/go/mod" and env["GOCACHE"] == "/c/go/build"
+    assert env["GOFLAGS"] == "-p=1 -modcacherw"
+    assert env["CGO_ENABLED"] == "0" and env["GOTOOLCHAIN"] == "local"
