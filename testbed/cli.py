@@ -268,10 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="also stop and remove labs still running")
     p.set_defaults(func=cmd_clean)
 
-    from testbed import bench, runcli
+    from testbed import bench, runcli, upstream
 
     runcli.add_commands(sub, modes)
     bench.add_command(sub)
+    upstream.add_command(sub)
     return parser
 
 
