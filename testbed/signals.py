@@ -1,10 +1,18 @@
-"""Turn SIGTERM/SIGINT into an exception so every `with Lab` tears down."""
+"""Turn SIGTERM/SIGINT into an exception so every `with Lab` tears down.
+
+`shielded()` holds such signals back while a teardown runs: a Ctrl-C that arrives
+then (or a second one) is delivered when the teardown is complete, so it can never
+leave half a lab behind.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 from collections.abc import Iterator
+
+STOPS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Interrupted(BaseException):
@@ -27,9 +35,34 @@ def handled() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise Interrupted(signum)
 
-    previous = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, raise_interrupted) for s in STOPS}
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back for the body; deliver the first one afterwards.
+
+    Only the main thread can set handlers; elsewhere the body runs as it is (signals
+    reach the main thread there anyway).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum: int, _frame: object) -> None:
+        caught.append(signum)
+
+    previous = {s: signal.signal(s, hold) for s in STOPS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            signal.raise_signal(caught[0])

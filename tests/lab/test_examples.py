@@ -34,7 +34,9 @@ def run_script(name: str) -> str:
     assert done.returncode == 0, done.stdout + done.stderr
     match = re.match(r"lab (\S+) ", done.stdout)
     assert match, done.stdout
-    prefix = f"tb-{match.group(1)}-"
+    from testbed.topology import NS_PREFIX
+
+    prefix = f"{NS_PREFIX}{match.group(1)}-"
 
     def mine() -> list[str]:
         try:
