@@ -329,8 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # `python -m testbed.cli`: run the copy importable as testbed.cli, so a CliError that
-    # runcli raises (it imports testbed.cli) is the class main() catches
-    from testbed import cli
+    # `python -m testbed.cli`: run the copy importable as testbed.cli (through the console
+    # script's entry), so a CliError that runcli raises is the class main() catches
+    from testbed import entry
 
-    sys.exit(cli.main())
+    sys.exit(entry.main())

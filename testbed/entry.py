@@ -6,6 +6,7 @@ the import; here it ends the command with 130, as it does later.
 
 from __future__ import annotations
 
+import signal
 import sys
 
 
@@ -15,6 +16,7 @@ def main() -> int:
 
         return cli.main()
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: same end, quietly
         return 130
 
 
