@@ -1,0 +1,143 @@
+"""Every command with bad arguments: one line on stderr, exit 2, no traceback, nothing made.
+
+The table drives each command the way people get them wrong: unknown labs and
+names, out-of-range and malformed numbers, ports, addresses and paths, a probe
+path the Service does not have. Then the races: `down` while a probe runs.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.reliability.conftest import IS_ROOT, ROOT, Private
+
+pytestmark = pytest.mark.reliability
+
+# (arguments, text the one line must contain); LAB stands for the running lab's id
+NO_LAB = [
+    ([], "required"),
+    (["nosuch"], "invalid choice"),
+    (["plan", "nosuch-scenario"], "no such scenario"),
+    (["plan", "--proxy-mode", "ipvs"], "invalid choice"),
+    (["up", "nosuch-scenario"], "no such scenario"),
+    (["down", "nosuch"], "no lab 'nosuch'"),
+    (["exec", "client", "--", "true"], "no lab is up"),
+    (["rules", "a", "b", "c"], "rules takes"),
+    (["rules", "node-1"], "no lab is up"),
+    (["lb"], "no lab is up"),
+    (["probe", "--from", "client", "--to", "web"], "no lab is up"),
+    (["probe", "--to", "web"], "--from"),
+    (["clean", "--bogus"], "unrecognized"),
+    (["run", "--json", "/nonexistent/dir/x.json", "default"], "/nonexistent/dir"),
+    (["run", "--junit", "/nonexistent/dir/x.xml", "default"], "/nonexistent/dir"),
+    (["run", "--pcap", "/proc/version/x", "default"], "/proc/version"),
+    (["run", "nosuch-scenario"], "no such scenario"),
+    (["run", "--proxy-mode", "ipvs"], "invalid choice"),
+    (["bench", "--nosuch"], "unrecognized"),
+]
+BAD_PROBES = [
+    (["--port", "0"], "outside the port range"),
+    (["--port", "99999"], "outside the port range"),
+    (["--port", "-1"], "--port"),
+    (["--port", "http2"], "has no port 'http2'"),
+    (["--port", "Bad_Name!"], "neither a port number nor a port name"),
+    (["--count", "0"], "outside 1-100000"),
+    (["--count", "-1"], "--count"),
+    (["--count", "100000000000000000000"], "outside 1-100000"),
+    (["--count", "ten"], "outside 1-100000"),
+    (["--via", "loadBalancer"], "has no load-balancer address"),
+    (["--via", "externalIP"], "has no externalIPs"),
+    (["--via", "nodePort", "--node", "node-9"], "no node named 'node-9'"),
+    (["--via", "sideways"], "invalid choice"),
+    (["--protocol", "UDP"], "is TCP"),
+    (["--protocol", "SCTP"], "invalid choice"),
+]
+BAD_TARGETS = [
+    (["--from", "client", "--to", "nosuch"], "no service default/nosuch"),
+    (["--from", "nosuch", "--to", "web"], "no client, pod or node named 'nosuch'"),
+    (["--from", "edge", "--to", "web"], "no client, pod or node named 'edge'"),
+    (["--from", "client", "--address", "999.1.1.1", "--port", "80"], "not an IPv4 address"),
+    (["--from", "client", "--address", "example.com", "--port", "80"], "not an IPv4 address"),
+    (["--from", "client", "--address", "10.96.0.10"], "needs a port number"),
+    (["--from", "client", "--to", "web", "--address", "10.96.0.10"], "not both"),
+    (["--from", "client"], "a service or an address"),
+]
+
+
+def refused(private: Private, args: list[str], text: str) -> str | None:
+    """None when `testbed ARGS` fails as it must; else what was wrong."""
+    started = time.monotonic()
+    done = private.tb(*args, timeout=120)
+    problems = []
+    if done.returncode != 2:
+        problems.append(f"exit {done.returncode}")
+    if "Traceback" in done.stderr or done.stderr.count("\n") != 1:
+        problems.append(f"stderr {done.stderr[-600:]!r}")
+    if text not in done.stderr:
+        problems.append(f"{text!r} not in {done.stderr.strip()!r}")
+    if args[:1] == ["run"] and time.monotonic() - started > 60:
+        problems.append("refused only after running")  # a hang-sized bound, not a speed goal
+    return f"testbed {' '.join(args)}: {'; '.join(problems)}" if problems else None
+
+
+def check_all(private: Private, cases: list[tuple[list[str], str]]) -> None:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        failures = [f for f in pool.map(lambda c: refused(private, *c), cases) if f]
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the lab commands check for root first")
+def test_every_command_refuses_bad_arguments_without_a_lab(private: Private):
+    check_all(private, NO_LAB)
+    assert private.namespaces() == set() and private.state_files() == set()
+
+
+@pytest.mark.lab
+def test_bad_arguments_on_a_running_lab(private: Private):
+    up = private.tb("up", "default")
+    assert up.returncode == 0, up.stderr
+    lab = up.stdout.split()[1]
+    route = ["probe", lab, "--from", "client", "--to", "web"]
+    cases = [([*route, *extra], text) for extra, text in BAD_PROBES]
+    cases += [(["probe", lab, *extra], text) for extra, text in BAD_TARGETS]
+    cases += [
+        (["down", "nosuch"], "no lab 'nosuch'"),
+        (["lb", "nosuch"], "no lab 'nosuch'"),
+        (["exec", "--lab", lab, "nosuch", "--", "true"], "no namespace 'nosuch'"),
+        (["exec", "--lab", lab, "client"], "needs a command"),
+        (["rules", lab, "nosuch"], "no node 'nosuch'"),
+        (["up", "--foreground", "nosuch-scenario"], "no such scenario"),
+    ]
+    check_all(private, cases)
+    print(f"\nCLI: {len(NO_LAB) + len(cases)} bad invocations, each one line and exit 2")
+    assert len(private.namespaces()) == 9  # the lab itself, and nothing else
+    down = private.tb("down", lab)
+    assert down.returncode == 0, down.stderr
+
+
+@pytest.mark.lab
+def test_down_while_a_probe_runs_ends_the_probe_in_one_line(private: Private):
+    up = private.tb("up", "default")
+    assert up.returncode == 0, up.stderr
+    lab = up.stdout.split()[1]
+    probe = subprocess.Popen(
+        private.argv("probe", lab, "--from", "client", "--to", "web", "--count", "100000"),
+        cwd=ROOT,
+        env=private.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    private.procs.append(probe)
+    time.sleep(2)
+    down = private.tb("down", lab)
+    assert down.returncode == 0, down.stderr
+    _out, err = probe.communicate(timeout=120)
+    assert probe.returncode == 2, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert f"lab {lab} went down" in err, err
+    assert private.namespaces() == set() and private.state_files() == set()
