@@ -13,7 +13,7 @@ import os
 from typing import BinaryIO
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC  # truncated once checked
 
 
 class OutputError(OSError):
@@ -68,6 +68,7 @@ def create(dir_fd: int, name: str, shown: str) -> BinaryIO:
     if os.fstat(fd).st_nlink > 1:
         os.close(fd)
         raise OutputError(f"{shown}: has other hard links; refusing to write it")
+    os.ftruncate(fd, 0)
     return os.fdopen(fd, "wb")
 
 

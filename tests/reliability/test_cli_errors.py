@@ -141,3 +141,20 @@ def test_down_while_a_probe_runs_ends_the_probe_in_one_line(private: Private):
     assert "Traceback" not in err and err.count("\n") == 1, err
     assert f"lab {lab} went down" in err, err
     assert private.namespaces() == set() and private.state_files() == set()
+
+
+@pytest.mark.lab
+def test_pcap_never_writes_through_a_planted_link(private: Private, tmp_path):
+    victim = tmp_path / "root-only"
+    victim.write_text("precious\n")
+    victim.chmod(0o600)
+    out = tmp_path / "shared"
+    planted = out / "default" / "client-via-node-2"
+    planted.mkdir(parents=True)
+    for point in ("client_eth0", "node-2_eth0", "web-0_eth0", "web-1_eth0"):
+        (planted / f"{point}.pcap").symlink_to(victim)
+    done = private.tb("run", "-q", "--pcap", str(out), "default")
+    assert victim.read_text() == "precious\n"
+    assert "a link is refused" in done.stdout, done.stdout
+    assert "Traceback" not in done.stderr
+    assert private.namespaces() == set() and private.state_files() == set()
