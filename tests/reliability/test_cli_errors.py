@@ -158,3 +158,18 @@ def test_pcap_never_writes_through_a_planted_link(private: Private, tmp_path):
     assert "a link is refused" in done.stdout, done.stdout
     assert "Traceback" not in done.stderr
     assert private.namespaces() == set() and private.state_files() == set()
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("how", [["up", "default", "--foreground"], ["up", "default"]])
+def test_a_missing_rule_loader_is_one_line_and_leaves_nothing(private: Private, tmp_path, how):
+    """No iptables-restore on PATH: the build fails in one line, exit 2, and tears down."""
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ip").symlink_to(shutil.which("ip"))
+    done = private.tb(*how, PATH=str(bin_dir))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "iptables-restore" in done.stderr, done.stderr
+    assert private.namespaces() == set() and private.state_files() == set()
