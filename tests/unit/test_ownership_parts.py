@@ -1,0 +1,83 @@
+"""The parts of lab ownership that need no root: identities, records, held-back signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from testbed import procs, signals, state
+
+
+def test_a_process_is_its_pid_and_start_time():
+    me = procs.me()
+    assert me.pid == os.getpid() and me.start > 0
+    assert procs.alive(me.pid, me.start)
+    assert not procs.alive(me.pid, me.start + 1)  # same pid, another start: not us
+    assert not procs.alive(me.pid, 0)
+
+
+def test_a_signal_never_reaches_a_process_that_only_holds_the_pid():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = procs.start_time(child.pid)
+        assert not procs.send(child.pid, start - 1, signal.SIGTERM)
+        assert child.poll() is None
+        assert procs.stop(child.pid, start, timeout=10) == "stopped"
+        assert child.wait(timeout=10) == -signal.SIGTERM
+        assert procs.stop(child.pid, start) == "gone"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def record(lab_id: str, pid: int, start: int) -> state.LabState:
+    return state.LabState(lab_id, "x", "", "iptables", [], pid=pid, start=start)
+
+
+def test_a_record_is_created_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(state, "STATE_DIR", str(tmp_path))
+    me = procs.me()
+    assert state.create(record("x-aaaa", me.pid, me.start))
+    assert not state.create(record("x-aaaa", me.pid, me.start))  # taken: O_EXCL says no
+    assert state.owner_alive(state.load("x-aaaa"))
+    assert state.still_mine("x-aaaa", me)
+    assert not state.still_mine("x-aaaa", procs.Proc(me.pid, me.start + 1))
+    stale = record("x-bbbb", me.pid, me.start - 1)  # our pid, someone else's start
+    assert state.create(stale) and not state.owner_alive(stale)
+    assert sorted(os.path.basename(p) for p in state.forget("x-aaaa")) == ["x-aaaa.json"]
+    assert state.forget("x-aaaa") == []
+
+
+def test_a_planted_link_is_not_followed_by_a_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(state, "STATE_DIR", str(tmp_path))
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / "x-cccc.json").symlink_to(victim)
+    assert not state.create(record("x-cccc", 1, 1))
+    assert victim.read_text() == "precious"
+
+
+def test_a_copy_written_by_someone_else_is_not_loaded(tmp_path, monkeypatch):
+    monkeypatch.setattr(state, "STATE_DIR", str(tmp_path))
+    state.save_copy("x-dddd", None, {"plan": 1}, frozenset())
+    assert state.load_copy("x-dddd") == (None, {"plan": 1}, frozenset())
+    os.chmod(state.copy_path("x-dddd"), 0o666)
+    with pytest.raises(PermissionError):
+        state.load_copy("x-dddd")
+
+
+def test_a_signal_during_a_shielded_teardown_arrives_after_it():
+    seen = []
+    with pytest.raises(signals.Interrupted), signals.handled():
+        with signals.shielded():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C: still held
+            for _ in range(1000):
+                seen.append(1)  # the teardown goes on to its end
+        seen.append("not reached: the held signal is delivered as the shield ends")
+    assert seen == [1] * 1000
