@@ -16,8 +16,11 @@ def main() -> int:
 
         return cli.main()
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: same end, quietly
         return 130
+    finally:
+        # the command is over (any lab torn down): a Ctrl-C while Python shuts down ends
+        # it just the same, without a traceback from the interpreter's exit
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -29,10 +29,18 @@ class Interrupted(BaseException):
 
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
+    """SIGINT/SIGTERM raise Interrupted in the body; after the first, both are ignored.
+
+    They stay ignored once the body is left by an interruption: the process is on its
+    way out, and a repeated Ctrl-C must not break its exit with a traceback.
+    """
+    stopped = []
+
     def raise_interrupted(signum: int, _frame: object) -> None:
         # a second signal during teardown must not cut the teardown short
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stopped.append(signum)
         raise Interrupted(signum)
 
     previous = {s: signal.signal(s, raise_interrupted) for s in STOPS}
@@ -40,7 +48,7 @@ def handled() -> Iterator[None]:
         yield
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_IGN if stopped else handler)
 
 
 @contextlib.contextmanager

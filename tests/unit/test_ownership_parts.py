@@ -71,7 +71,16 @@ def test_a_copy_written_by_someone_else_is_not_loaded(tmp_path, monkeypatch):
         state.load_copy("x-dddd")
 
 
-def test_a_signal_during_a_shielded_teardown_arrives_after_it():
+@pytest.fixture
+def own_handlers():
+    """handled() leaves SIGINT/SIGTERM ignored after an interruption: give pytest its own back."""
+    saved = {s: signal.getsignal(s) for s in signals.STOPS}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def test_a_signal_during_a_shielded_teardown_arrives_after_it(own_handlers):
     seen = []
     with pytest.raises(signals.Interrupted), signals.handled():
         with signals.shielded():
@@ -81,3 +90,4 @@ def test_a_signal_during_a_shielded_teardown_arrives_after_it():
                 seen.append(1)  # the teardown goes on to its end
         seen.append("not reached: the held signal is delivered as the shield ends")
     assert seen == [1] * 1000
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # on its way out: no more
