@@ -129,8 +129,10 @@ class Lab:
                 start=owner.start,
             )
             free = not any(os.path.lexists(netns.path(n)) for n in names)
-            if free and state.create(record):
-                return record
+            with signals.shielded():  # a record made is a record this lab will remove
+                if free and state.create(record):
+                    self._state = record
+                    return record
             if self._fixed_id:
                 raise LabError(f"lab id {self.id} is taken (testbed ls lists the labs)")
             self.id = new_id(self.plan.name)
@@ -139,8 +141,8 @@ class Lab:
 
     def up(self) -> Lab:
         limits.check(self.plan)  # refuse what the machine cannot hold, before anything exists
-        self._state = self._claim()
         try:
+            self._claim()
             state.save_copy(self.id, self.scenario, self.plan, self.removed)
             reached("state-saved")
             self._nl = netbuild.Netlink()

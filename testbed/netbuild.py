@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 from pyroute2 import IPRoute
 
-from testbed import netns
+from testbed import netns, signals
 from testbed.checkpoint import reached
 from testbed.topology import Wiring
 
@@ -92,9 +92,10 @@ def apply(
     for count, short in enumerate(wiring.namespaces, 1):
         if on_namespace:
             on_namespace(full(short))
-        netns.create(full(short))
-        if on_made:
-            on_made(full(short))
+        with signals.shielded():  # made and heard of together, so teardown finds it
+            netns.create(full(short))
+            if on_made:
+                on_made(full(short))
         ipr = nl(full(short))
         ipr.link("set", index=nl.index(full(short), "lo"), state="up")
         reached(f"namespace-{count}")

@@ -294,6 +294,7 @@ def test_sigint_anywhere_in_a_run_leaves_nothing_without_clean(private: Private)
     length = time.monotonic() - started
     assert whole.returncode == 0, whole.stdout + whole.stderr
     outcomes = []
+    starts = 0
     for k in range(20):
         at = length * (k + 0.5) / 20
         proc = subprocess.Popen(
@@ -311,9 +312,17 @@ def test_sigint_anywhere_in_a_run_leaves_nothing_without_clean(private: Private)
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=120)
-        assert "Traceback" not in err, err
+        # Python's own start-up (site packages, before any testbed code runs) answers a
+        # Ctrl-C with its own error and exit code; nothing of a lab exists at that point
+        in_python_start = err.startswith("Fatal Python error: init_import_site")
+        starts += in_python_start
+        assert in_python_start or "Traceback" not in err, err
         # 130, or -2: a Ctrl-C while Python itself was still starting (nothing built yet)
-        assert proc.returncode in (0, 130, -signal.SIGINT), (at, proc.returncode, err)
+        assert in_python_start or proc.returncode in (0, 130, -signal.SIGINT), (
+            at,
+            proc.returncode,
+            err,
+        )
         if proc.returncode == 130:
             assert err.strip().endswith("the lab was torn down") or not err.strip(), err
         assert private.namespaces() == set(), (at, private.namespaces())
@@ -322,5 +331,6 @@ def test_sigint_anywhere_in_a_run_leaves_nothing_without_clean(private: Private)
     stopped = len(outcomes) - outcomes.count(0)
     print(
         f"\nSIGINT: a {length:.1f} s run interrupted at 20 moments: "
-        f"{stopped} interrupted, {outcomes.count(0)} had finished; nothing left"
+        f"{stopped} interrupted ({starts} while Python itself was starting),"
+        f" {outcomes.count(0)} had finished; nothing left"
     )
