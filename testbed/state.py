@@ -135,7 +135,18 @@ def all_states() -> list[LabState]:
 
 
 def owner_alive(state: LabState) -> bool:
-    """True only if the recorded owner (pid and start time) still runs."""
+    """True only if the recorded owner (pid and start time) still runs.
+
+    A record from before start times were kept (start 0) falls back to the old test,
+    a live pid whose command line says testbed, so an upgrade never removes a lab
+    that an older testbed still runs.
+    """
+    if state.start == 0 and state.pid > 0:
+        try:
+            with open(f"/proc/{state.pid}/cmdline", "rb") as handle:
+                return b"testbed" in handle.read()
+        except OSError:
+            return False
     return procs.alive(state.pid, state.start)
 
 
@@ -170,7 +181,8 @@ def stop_owner(state: LabState, timeout: float = 20.0) -> str:
         return "self"
     if not owner_alive(state):
         return "gone"
-    return procs.stop(state.pid, state.start, timeout)
+    start = state.start or procs.start_time(state.pid) or 0  # a legacy record: as it is now
+    return procs.stop(state.pid, start, timeout)
 
 
 def remove_lab(state: LabState) -> tuple[list[str], list[procs.Proc]]:
