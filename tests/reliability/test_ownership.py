@@ -334,3 +334,22 @@ def test_sigint_anywhere_in_a_run_leaves_nothing_without_clean(private: Private)
         f"{stopped} interrupted ({starts} while Python itself was starting),"
         f" {outcomes.count(0)} had finished; nothing left"
     )
+
+
+def test_a_running_lab_is_probed_from_its_own_copy_not_the_file(private: Private, tmp_path):
+    """Edit, then delete, the scenario file of a running lab: probe and lb describe the lab."""
+    path = tmp_path / "mine.yaml"
+    text = (ROOT / "scenarios" / "default.yaml").read_text()
+    path.write_text(text)
+    done = private.tb("up", str(path))
+    assert done.returncode == 0, done.stderr
+    lab = done.stdout.split()[1]
+    path.write_text(text.replace("30080", "30999").replace("type: NodePort", "type: ClusterIP"))
+    probe_passes(private, lab)  # the file now says ClusterIP on another port; the lab does not
+    path.unlink()
+    probe_passes(private, lab)
+    shown = private.tb("lb", lab)
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+    down = private.tb("down", lab)
+    assert down.returncode == 0, down.stderr
+    assert private.namespaces() == set() and private.state_files() == set()
