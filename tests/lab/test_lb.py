@@ -55,8 +55,10 @@ def test_node_that_loses_its_last_pod_drops_flows_only_until_the_edge_settles(mo
     assert info["afterConvergence"]["sent"] == steps.AFTER_BATCHES * 10
     assert info["beforeConvergence"]["dropped"] > 0  # the edge still sent flows to node-2
     assert info["poolChanges"] == "node-2 left 198.51.100.10's pool"
-    # out after 3 bad answers, one per 0.25 s round (+1 round under way at the change)
-    assert info["poolChangedSeconds"] is not None and info["poolChangedSeconds"] < 4 * 0.25 + 0.5
+    # out after 3 bad answers, one per 0.25 s round (+1 round under way at the change): about
+    # 1 s, which is the benchmark's to time; here only a hang (the edge's give-up) fails
+    assert info["poolChangedSeconds"] is not None
+    assert info["poolChangedSeconds"] < steps.SETTLE_TIMEOUT
     assert info["settledSeconds"] >= info["poolChangedSeconds"]
     later = verdict("lb-local-healthcheck", mode, "after-only-node-1-serves")
     assert later.observed["dropped"] == 0 and later.observed["pods"] == {"web-a": 100}
