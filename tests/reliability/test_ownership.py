@@ -353,3 +353,17 @@ def test_a_running_lab_is_probed_from_its_own_copy_not_the_file(private: Private
     down = private.tb("down", lab)
     assert down.returncode == 0, down.stderr
     assert private.namespaces() == set() and private.state_files() == set()
+
+
+def test_a_labs_servers_remember_a_bounded_number_of_peers(private: Private):
+    """What `testbed up` serves is remembered up to a bound (nothing reads it there)."""
+    from testbed import daemon
+    from testbed.lab import Lab
+
+    lab = Lab.from_file(str(ROOT / "scenarios" / "default.yaml"))
+    lab.seen_limit = 3
+    with lab:
+        lab.probe(source="client", service="web", via="nodePort", count=40)
+        remembered = {p.name: len(lab.hub.seen(p.name)) for p in lab.plan.pods}
+    assert max(remembered.values()) == 3 and all(n <= 3 for n in remembered.values())
+    assert 0 < daemon.SEEN_LIMIT <= 10_000
