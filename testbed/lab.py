@@ -128,11 +128,14 @@ class Lab:
                 pid=owner.pid,
                 start=owner.start,
             )
-            free = not any(os.path.lexists(netns.path(n)) for n in names)
-            with signals.shielded():  # a record made is a record this lab will remove
-                if free and state.create(record):
-                    self._state = record
-                    return record
+            # under the lock `down` and `clean` hold while they remove a lab, so an id they
+            # are freeing is never reused before its namespaces are gone
+            with state.locked():
+                free = not any(os.path.lexists(netns.path(n)) for n in names)
+                with signals.shielded():  # a record made is a record this lab will remove
+                    if free and state.create(record):
+                        self._state = record
+                        return record
             if self._fixed_id:
                 raise LabError(f"lab id {self.id} is taken (testbed ls lists the labs)")
             self.id = new_id(self.plan.name)
