@@ -73,7 +73,7 @@ def _foreground(plan: Plan, scenario: Scenario | None, print_summary: Callable) 
             finally:
                 lab.down()
             print(f"testbed: lab {lab.id}: its record was removed; tore it down", file=sys.stderr)
-            return 1
+            return 2
     except signals.Interrupted as exc:
         print(f"testbed: interrupted by {exc}; the lab was torn down", file=sys.stderr)
         return exc.exit_code
