@@ -173,3 +173,50 @@ def test_a_missing_rule_loader_is_one_line_and_leaves_nothing(private: Private, 
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.count("\n") == 1 and "iptables-restore" in done.stderr, done.stderr
     assert private.namespaces() == set() and private.state_files() == set()
+
+
+TOKENS = [
+    *("--from", "--to", "--via", "--node", "--port", "--address", "--protocol", "--count"),
+    *("client", "web", "web-0", "node-1", "node-9", "edge", "nosuch", "LAB", "", "--", "-x"),
+    *("nodePort", "loadBalancer", "externalIP", "clusterIP", "TCP", "UDP", "SCTP"),
+    *("0", "-1", "3", "99999", "1e9", "100000000000000000000", "http", "http2", "Bad_Name"),
+    *("999.1.1.1", "10.96.0.10", "172.18.0.12", "::1", "example.com", "--proxy-mode", "ipvs"),
+]
+FUZZ_COMMANDS = ["plan", "down", "ls", "rules", "lb", "probe", "clean"]
+FUZZ_EXAMPLES = 150
+
+
+@pytest.mark.lab
+def test_fuzzed_arguments_never_give_a_traceback(private: Private):
+    """Random argument lists for each command (on a running lab): 0, 1 or 2 and one line."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    up = private.tb("up", "default")
+    assert up.returncode == 0, up.stderr
+    lab = up.stdout.split()[1]
+    seen: list[tuple[str, int]] = []
+
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(st.sampled_from(FUZZ_COMMANDS), st.lists(st.sampled_from(TOKENS), max_size=6))
+    def one(command: str, args: list[str]) -> None:
+        if command in ("down", "clean"):  # keep the lab: these may only be refused
+            args = [a for a in args if a != "LAB"] + ["--bogus"]
+        argv = [command, *(lab if a == "LAB" else a for a in args)]
+        done = private.tb(*argv, timeout=120)
+        seen.append((command, done.returncode))
+        assert done.returncode in (0, 1, 2), (argv, done.returncode, done.stderr)
+        assert "Traceback" not in done.stderr, (argv, done.stderr)
+        assert done.stderr.count("\n") <= 1, (argv, done.stderr)
+
+    one()
+    assert len(private.namespaces()) == 9, "the lab is whole after the fuzzing"
+    codes = sorted({code for _, code in seen})
+    print(f"\nFUZZ: {len(seen)} random invocations of {len(FUZZ_COMMANDS)} commands, exits {codes}")
+    down = private.tb("down", lab)
+    assert down.returncode == 0, down.stderr
