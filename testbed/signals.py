@@ -15,8 +15,13 @@ from collections.abc import Iterator
 STOPS = (signal.SIGINT, signal.SIGTERM)
 
 
-class Interrupted(BaseException):
-    """Raised in the main thread when the process is asked to stop."""
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread when the process is asked to stop.
+
+    A KeyboardInterrupt, because asyncio lets only those (and SystemExit) out of a
+    callback: any other exception raised there, as a signal handler's is when the main
+    thread runs an event loop, would be logged and swallowed, and the run go on.
+    """
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)

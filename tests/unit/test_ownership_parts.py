@@ -91,3 +91,20 @@ def test_a_signal_during_a_shielded_teardown_arrives_after_it(own_handlers):
         seen.append("not reached: the held signal is delivered as the shield ends")
     assert seen == [1] * 1000
     assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # on its way out: no more
+
+
+def test_a_signal_inside_an_event_loop_callback_is_not_swallowed(own_handlers):
+    import asyncio
+
+    def callback() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs here, inside the loop's callback
+            pass
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.call_soon(callback)
+        with pytest.raises(signals.Interrupted), signals.handled():
+            loop.run_forever()  # only the signal ends it
+    finally:
+        loop.close()
