@@ -104,6 +104,7 @@ def test_a_signal_inside_an_event_loop_callback_is_not_swallowed(own_handlers):
     loop = asyncio.new_event_loop()
     try:
         loop.call_soon(callback)
+        loop.call_later(30, loop.stop)  # a swallowed signal fails the test, not hangs it
         with pytest.raises(signals.Interrupted), signals.handled():
             loop.run_forever()  # only the signal ends it
     finally:
