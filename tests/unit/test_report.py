@@ -118,6 +118,6 @@ def test_table_shows_the_path_and_indented_reasons() -> None:
 def test_summary_line() -> None:
     assert summary_line(results()) == (
         f"3 scenarios, 2 probes: 1 passed, 1 failed, 1 scenario could not run "
-        f"(statistical checks at alpha {ALPHA:g} each, Bonferroni: 0.001 for up to 100)"
+        f"(statistical checks at alpha {ALPHA:g} each, Bonferroni: 0.001 for up to 200)"
     )
     assert summary_line([]).startswith("0 scenarios, 0 probes: 0 passed, 0 failed")
