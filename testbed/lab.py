@@ -594,6 +594,7 @@ class Lab:
         self.wait_for_edge()
         results = []
         for probe in self.plan.probes:
+            signals.check()  # a stop whose exception was swallowed still stops here
             if progress:
                 progress(f"{self.plan.name}: {probe.name} ({probe.count} x {probe.protocol})")
             started = time.time()

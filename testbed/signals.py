@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -32,6 +33,20 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
+_asked: list[int] = []  # signals received inside handled(), in order
+
+
+def check() -> None:
+    """Raise Interrupted if a stop was asked and has not ended the work yet.
+
+    A handler's exception can be swallowed: raised inside a finalizer or a weakref
+    callback, Python only reports it. Long loops call this between steps, and
+    `handled()` calls it on the way out, so such a stop still stops.
+    """
+    if _asked:
+        raise Interrupted(_asked[0])
+
+
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
     """SIGINT/SIGTERM raise Interrupted in the body; after the first, both are ignored.
@@ -39,21 +54,30 @@ def handled() -> Iterator[None]:
     They stay ignored once the body is left by an interruption: the process is on its
     way out, and a repeated Ctrl-C must not break its exit with a traceback.
     """
-    stopped = []
 
     def raise_interrupted(signum: int, _frame: object) -> None:
         # a second signal during teardown must not cut the teardown short
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stopped.append(signum)
+        _asked.append(signum)
         raise Interrupted(signum)
 
+    def quiet(unraisable: sys.UnraisableHookArgs) -> None:
+        if not isinstance(unraisable.exc_value, Interrupted):  # ours is re-raised by check()
+            hook(unraisable)
+
+    _asked.clear()
+    hook = sys.unraisablehook
     previous = {s: signal.signal(s, raise_interrupted) for s in STOPS}
+    sys.unraisablehook = quiet
     try:
         yield
+        check()
     finally:
+        sys.unraisablehook = hook
         for signum, handler in previous.items():
-            signal.signal(signum, signal.SIG_IGN if stopped else handler)
+            signal.signal(signum, signal.SIG_IGN if _asked else handler)
+        _asked.clear()
 
 
 @contextlib.contextmanager

@@ -109,3 +109,22 @@ def test_a_signal_inside_an_event_loop_callback_is_not_swallowed(own_handlers):
             loop.run_forever()  # only the signal ends it
     finally:
         loop.close()
+
+
+def test_a_signal_swallowed_by_a_finalizer_still_stops_the_work(own_handlers, capfd):
+    """Python only reports an exception raised in __del__; the stop must not be lost."""
+
+    class Finalized:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs (and raises) in here
+                pass
+
+    steps = []
+    with pytest.raises(signals.Interrupted), signals.handled():
+        Finalized()  # dropped at once: __del__ runs, its exception is swallowed
+        steps.append("went on")  # the work goes on after a swallowed raise ...
+        signals.check()  # ... until the next check
+        steps.append("not reached")
+    assert steps == ["went on"]
+    assert "Traceback" not in capfd.readouterr().err  # nothing reported either
