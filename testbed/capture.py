@@ -16,6 +16,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from testbed import netns
 
@@ -240,7 +241,7 @@ def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float:
     return time.time()
 
 
-def write_pcap(path: str, frames: list[Frame]) -> None:
+def write_pcap(path: str | BinaryIO, frames: list[Frame]) -> None:
     """Write frames as a pcap Wireshark opens (Scapy is imported only here)."""
     from scapy.layers.l2 import Ether
     from scapy.utils import wrpcap

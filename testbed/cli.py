@@ -18,9 +18,18 @@ NEEDS_ROOT = "needs root (CAP_NET_ADMIN): run with sudo"
 
 
 class CliError(Exception):
-    def __init__(self, message: str, code: int = 1) -> None:
+    """Bad input or a failed command: one line on stderr, exit 2 (1 is for failed verdicts)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
         super().__init__(message)
         self.code = code
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an argument error is one line (usage is what --help is for)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def require_root() -> None:
@@ -143,28 +152,39 @@ def cmd_up(args: argparse.Namespace) -> int:
     print_warnings(scenario)
     from testbed import daemon
 
-    return daemon.up(plan, scenario, foreground=args.foreground, print_summary=summary)
+    try:
+        return daemon.up(plan, scenario, foreground=args.foreground, print_summary=summary)
+    except daemon.BuildFailed as exc:
+        raise CliError(str(exc)) from None
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    """Stop the lab's owner and make sure it went; then remove whatever it left."""
     require_root()
     from testbed import state
 
     found = find_lab(args.lab)
     with state.locked():
-        stopped = state.stop_owner(found)
-        removed = 0
-        from testbed import netns
-
-        for name in found.namespaces:
-            removed += netns.remove(name)
-        state.forget(found.id)
-    how = "stopped its owner and " if stopped else ""
-    print(
-        f"lab {found.id}: {how}removed {removed} leftover namespaces"
-        if removed
-        else f"lab {found.id} is down"
-    )
+        how = state.stop_owner(found)
+        try:
+            current = state.load(found.id)
+        except (OSError, ValueError, TypeError):
+            current = None
+        removed, ended = [], []
+        if current is None or (current.pid, current.start) == (found.pid, found.start):
+            removed, ended = state.remove_lab(found)
+    owner = {
+        "stopped": f"its owner (pid {found.pid}) tore it down",
+        "killed": f"its owner (pid {found.pid}) did not stop in time and was killed",
+        "gone": "its owner was not running",
+    }[how]
+    left = [r for r in removed if r.startswith("namespace ")]
+    extra = f"; removed {len(left)} leftover namespaces" if left else ""
+    if ended:
+        extra += f"; ended {len(ended)} processes left inside it: " + ", ".join(
+            f"{p.pid} ({p.name})" for p in ended
+        )
+    print(f"lab {found.id} is down: {owner}{extra}")
     return 0
 
 
@@ -176,7 +196,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print("no labs")
         return 0
     for lab in labs:
-        alive = "up" if state.owner_alive(lab) else "orphaned (testbed clean removes it)"
+        alive = (
+            (lab.status if lab.status == "building" else "up")
+            if state.owner_alive(lab)
+            else "orphaned (testbed clean removes it)"
+        )
         print(
             f"{lab.id:<28} {lab.name:<20} {lab.proxy_mode:<9} {len(lab.namespaces):>3} ns  {alive}"
         )
@@ -219,17 +243,26 @@ def cmd_clean(args: argparse.Namespace) -> int:
     require_root()
     from testbed import state
 
-    removed, kept = state.clean(everything=args.all)
-    for line in removed:
+    done = state.clean(everything=args.all)
+    for line in done.stopped:
+        print(f"stopped {line}")
+    for line in done.removed:
         print(f"removed {line}")
+    removed = done.removed
     print(f"clean: removed {len(removed)} leftovers" if removed else "clean: nothing to remove")
-    for lab in kept:
+    for lab in done.kept:
         print(f"clean: kept lab {lab}, which is still running (testbed down {lab}, or clean --all)")
+    if done.unrecorded:
+        shown = ", ".join(done.unrecorded[:5]) + (" ..." if len(done.unrecorded) > 5 else "")
+        print(
+            f"clean: left alone {len(done.unrecorded)} namespaces no lab record owns"
+            f" ({shown}); ip netns delete NAME removes one"
+        )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG,
         description="A packet-level lab that shows how kube-proxy handles Service traffic.",
     )
@@ -277,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure is one line on stderr (TESTBED_DEBUG=1: a traceback)."""
+    from testbed import signals
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "rules" and len(args.refs) > 2:
@@ -286,16 +322,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return exc.code
+    except signals.Interrupted as exc:
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `testbed plan | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        if os.environ.get("TESTBED_DEBUG"):
+            raise
+        text = (str(exc).strip().splitlines() or [""])[0]
+        print(f"{PROG}: {args.command} failed: {type(exc).__name__}: {text}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
-    # `python -m testbed.cli`: run the copy importable as testbed.cli, so a CliError that
-    # runcli raises (it imports testbed.cli) is the class main() catches
-    from testbed import cli
+    # `python -m testbed.cli`: run the copy importable as testbed.cli (through the console
+    # script's entry), so a CliError that runcli raises is the class main() catches
+    from testbed import entry
 
-    sys.exit(cli.main())
+    sys.exit(entry.main())

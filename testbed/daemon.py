@@ -5,7 +5,11 @@ loop, so somebody must keep running after `testbed up` returns. The child
 builds, reports "ok" or the error through a pipe, then waits for SIGTERM
 (`testbed down`) and tears down. While building it dies with its parent
 (PR_SET_PDEATHSIG), so a killed `testbed up` leaves only what `testbed clean`
-finds through the state file and the namespace prefix.
+finds through the state file.
+
+An owner (this child, or `up --foreground`) also watches its state file: when the
+record no longer names it (removed by hand, or the lab was cleaned away), it tears
+down and exits rather than pin namespaces nobody can find any more.
 """
 
 from __future__ import annotations
@@ -17,11 +21,33 @@ import sys
 import time
 from collections.abc import Callable
 
-from testbed import signals
+from testbed import procs, signals, state
 from testbed.model import Plan
 from testbed.scenario import Scenario
 
 PR_SET_PDEATHSIG = 1
+WATCH_SECONDS = 0.5  # how often an owner checks that its record still names it
+SEEN_LIMIT = 1_000  # a running lab's servers remember this many peers per pod; nobody reads more
+
+
+class BuildFailed(Exception):
+    """The lab could not be built; the message is one line."""
+
+
+def serve(lab_id: str) -> None:
+    """Keep serving while the lab's record names this process (returns when it does not).
+
+    Short sleeps, not pause(): a signal may land on another thread, and the main thread
+    must still notice it promptly.
+    """
+    owner = procs.me()
+    while state.still_mine(lab_id, owner):
+        time.sleep(WATCH_SECONDS)
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _die_with_parent(enabled: bool) -> None:
@@ -32,13 +58,24 @@ def _die_with_parent(enabled: bool) -> None:
 def _foreground(plan: Plan, scenario: Scenario | None, print_summary: Callable) -> int:
     from testbed.lab import Lab
 
+    lab = Lab(plan, scenario=scenario)
+    lab.seen_limit = SEEN_LIMIT
     try:
-        with signals.handled(), Lab(plan, scenario=scenario) as lab:
-            print(print_summary(lab))
-            print("running in the foreground: Ctrl-C tears the lab down", flush=True)
-            while True:
-                time.sleep(3600)
+        with signals.handled():
+            try:
+                lab.up()
+            except Exception as exc:
+                raise BuildFailed(f"lab build failed: {one_line(exc)}") from None
+            try:
+                print(print_summary(lab))
+                print("running in the foreground: Ctrl-C tears the lab down", flush=True)
+                serve(lab.id)
+            finally:
+                lab.down()
+            print(f"testbed: lab {lab.id}: its record was removed; tore it down", file=sys.stderr)
+            return 2
     except signals.Interrupted as exc:
+        print(f"testbed: interrupted by {exc}; the lab was torn down", file=sys.stderr)
         return exc.exit_code
 
 
@@ -55,6 +92,7 @@ def _child(
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     lab = Lab(plan, scenario=scenario)
+    lab.seen_limit = SEEN_LIMIT
     try:
         with signals.handled():
             lab.up()
@@ -62,16 +100,18 @@ def _child(
             os.write(report, b"ok\n" + print_summary(lab).encode())
             os.close(report)
             report = -1
-            while True:
-                signal.pause()
+            serve(lab.id)
     except signals.Interrupted:
         pass
     except BaseException as exc:  # the parent prints it
         if report >= 0:
-            os.write(report, f"error: {exc}".splitlines()[0].encode())
+            os.write(report, f"error: lab build failed: {one_line(exc)}".encode())
     finally:
-        lab.down()
-        os._exit(0)
+        try:
+            with signals.handled():
+                lab.down()
+        finally:
+            os._exit(0)
 
 
 def up(plan: Plan, scenario: Scenario | None, foreground: bool, print_summary: Callable) -> int:
@@ -92,11 +132,14 @@ def up(plan: Plan, scenario: Scenario | None, foreground: bool, print_summary: C
             while chunk := os.read(read_end, 65536):
                 chunks.append(chunk)
         except signals.Interrupted as exc:
+            # the child tears down on SIGTERM; wait for it, so what is printed is true
             os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
+            print(f"testbed: interrupted by {exc}; the lab was torn down", file=sys.stderr)
             return exc.exit_code
     message = b"".join(chunks).decode(errors="replace")
     if message.startswith("ok\n"):
         print(message[3:])
         return 0
-    print(f"testbed: {message.removeprefix('error: ') or 'lab build failed'}", file=sys.stderr)
-    return 1
+    os.waitpid(pid, 0)  # it failed and tore down: nothing is left once it has exited
+    raise BuildFailed(message.removeprefix("error: ") or "lab build failed")

@@ -8,9 +8,11 @@ scenario's story is wrong or kube-proxy's semantics are misread.
 
 Where kube-proxy is random (which endpoint, which node the edge picks) the
 judge tests counts statistically: a chi-square goodness-of-fit test at the
-fixed significance level `ALPHA`. The chi-square tail is computed here (the
-regularized upper incomplete gamma function), so the judge needs nothing
-beyond the standard library.
+significance level `ALPHA` per check. That level is Bonferroni-corrected: `FAMILY_ALPHA`
+spread over `MAX_CHECKS` checks, so a run (or a whole test suite) of up to that many
+checks raises a false alarm on fair counts with probability at most `FAMILY_ALPHA`.
+The chi-square tail is computed here (the regularized upper incomplete gamma
+function), so the judge needs nothing beyond the standard library.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from testbed.model import Expectation, Plan, ProbePlan
 from testbed.oracle import MIXED, NONE, Prediction
 from testbed.records import COMPLETED, DELIVERED, DROPPED, ENDS, REJECTED, Attempt, Observation
 
-ALPHA = 0.001  # a fair split fails the share test once in a thousand runs
+FAMILY_ALPHA = 0.001  # at most one false alarm in a thousand runs of up to MAX_CHECKS checks
+MAX_CHECKS = 200  # statistical checks one run (or the test suite: 93 measured) may make
+ALPHA = FAMILY_ALPHA / MAX_CHECKS  # each check's level (Bonferroni): 5e-06
 MIN_EXPECTED = 5  # below this many expected attempts per pod, chi-square is not trusted
 SHARE_TOLERANCE = 0.01  # how far a scenario's share may be from the oracle's and still agree
 ALL_ANSWER_FACTOR = 10  # with this many attempts per allowed pod, every one must answer

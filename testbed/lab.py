@@ -8,6 +8,7 @@ caller wraps it in `signals.handled()` (the CLI and the pytest plugin do).
 from __future__ import annotations
 
 import os
+import pickle
 import secrets
 import subprocess
 import time
@@ -16,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from testbed import limits, netbuild, state, topology
+from testbed import limits, netbuild, netns, procs, signals, state, topology
 from testbed.checkpoint import reached
 from testbed.kubeproxy import incremental
 from testbed.kubeproxy import sync as rules_sync
@@ -33,7 +34,11 @@ class LabError(RuntimeError):
     """The lab could not do what was asked; the message says why in one line."""
 
 
+ID_TRIES = 100  # fresh ids tried before giving up (a clash is 1 in 65,536 per pair)
+
+
 def new_id(name: str) -> str:
+    """A candidate id; `Lab.up` makes it unique by creating its state file with O_EXCL."""
     return f"{name[:16].rstrip('-')}-{secrets.token_hex(2)}"
 
 
@@ -49,6 +54,9 @@ class Lab:
         self.scenario = scenario  # needed only for changes that re-plan (scale, policy)
         self.removed: frozenset[str] = frozenset()
         self.id = lab_id or new_id(plan.name)
+        self._fixed_id = lab_id is not None
+        self._made: list[str] = []  # the namespaces this instance created (and only removes)
+        self.seen_limit: int | None = None  # what each pod's server remembers (None: default)
         self.wiring = topology.wire(plan, self.id)
         self.serve = serve
         self.hub = None
@@ -87,37 +95,65 @@ class Lab:
     def attach(cls, found: state.LabState) -> Lab:
         """A handle on a lab another process keeps up (`testbed up`): probe, look, not own.
 
-        Planning is deterministic, so re-planning the recorded scenario gives the same
-        addresses, and the lab id gives the namespace names.
+        It reads the scenario and plan the lab keeps in its state directory (what the lab
+        runs), never the scenario file, which may have changed or gone since.
         """
-        from testbed import runner
-
-        scenario, planned = runner.load_both(found.file, found.proxy_mode)
+        try:
+            scenario, planned, removed = state.load_copy(found.id)
+        except FileNotFoundError:
+            raise LabError(
+                f"lab {found.id} keeps no copy of what it was built from (is it still building?)"
+            ) from None
+        except (OSError, ValueError, EOFError, pickle.UnpicklingError, AttributeError) as exc:
+            text = f"lab {found.id}: its copy of the scenario is unreadable: {exc}"
+            raise LabError(text) from None
         attached = cls(planned, lab_id=found.id, serve=False, scenario=scenario)
+        attached.removed = removed
         attached.attached = True
         return attached
 
     # -- life cycle -------------------------------------------------------
 
+    def _claim(self) -> state.LabState:
+        """Create this lab's state file under an id nobody holds (O_EXCL decides)."""
+        owner = procs.me()
+        for _ in range(ID_TRIES):
+            names = [self.wiring.ns(s) for s in self.wiring.namespaces]
+            record = state.LabState(
+                id=self.id,
+                name=self.plan.name,
+                file=os.path.abspath(self.plan.file) if self.plan.file else "",
+                proxy_mode=self.plan.proxy.mode,
+                namespaces=names,
+                pid=owner.pid,
+                start=owner.start,
+            )
+            # under the lock `down` and `clean` hold while they remove a lab, so an id they
+            # are freeing is never reused before its namespaces are gone
+            with state.locked():
+                free = not any(os.path.lexists(netns.path(n)) for n in names)
+                with signals.shielded():  # a record made is a record this lab will remove
+                    if free and state.create(record):
+                        self._state = record
+                        return record
+            if self._fixed_id:
+                raise LabError(f"lab id {self.id} is taken (testbed ls lists the labs)")
+            self.id = new_id(self.plan.name)
+            self.wiring = topology.wire(self.plan, self.id)
+        raise LabError(f"no free lab id for {self.plan.name} after {ID_TRIES} tries")
+
     def up(self) -> Lab:
         limits.check(self.plan)  # refuse what the machine cannot hold, before anything exists
-        self._state = state.LabState(
-            id=self.id,
-            name=self.plan.name,
-            file=os.path.abspath(self.plan.file) if self.plan.file else "",
-            proxy_mode=self.plan.proxy.mode,
-            namespaces=[self.wiring.ns(s) for s in self.wiring.namespaces],
-            pid=os.getpid(),
-        )
-        state.save(self._state)
         try:
+            self._claim()
+            state.save_copy(self.id, self.scenario, self.plan, self.removed)
             reached("state-saved")
             self._nl = netbuild.Netlink()
-            netbuild.apply(self.wiring, self._nl)
+            netbuild.apply(self.wiring, self._nl, on_made=self._made.append)
             if self.serve:
                 from testbed.servers import ServerHub
 
-                self.hub = ServerHub()
+                self.hub = ServerHub() if self.seen_limit is None else ServerHub(self.seen_limit)
                 self.hub.start()
                 self._start_pod_servers()
             reached("servers")
@@ -149,7 +185,14 @@ class Lab:
 
         Each part is stopped on its own: a part that fails to stop must not keep the
         namespaces and the state file alive. The first failure is raised at the end.
+        Only what this instance made is removed, and every process living in those
+        namespaces (`testbed exec` children too) is ended first. SIGINT/SIGTERM are
+        held back until the teardown is complete.
         """
+        with signals.shielded():
+            return self._down()
+
+    def _down(self) -> list[str]:
         failures: list[BaseException] = []
         for attr in ("_capture", "edge", "hub"):
             part = getattr(self, attr)
@@ -160,9 +203,12 @@ class Lab:
                 except Exception as exc:  # keep tearing down
                     failures.append(exc)
         self.close()
-        names = [self.wiring.ns(s) for s in self.wiring.namespaces]
-        removed = netbuild.remove_all(names)
-        state.forget(self.id)
+        made, self._made = self._made, []
+        procs.stop_inside([netns.path(n) for n in made])
+        removed = netbuild.remove_all(made)
+        if self._state is not None and state.still_mine(self.id, procs.me()):
+            state.forget(self.id)
+        self._state = None
         if failures:
             raise failures[0]
         return removed
@@ -265,10 +311,14 @@ class Lab:
             if self.hub is not None:
                 self.hub.remove(self.wiring.ns(name))
             self.netlink.forget(self.wiring.ns(name))
+            procs.stop_inside([netns.path(self.wiring.ns(name))])
             netbuild.remove_all([self.wiring.ns(name)])
+            if self.wiring.ns(name) in self._made:
+                self._made.remove(self.wiring.ns(name))
         self.wiring = wiring
         if added:
-            netbuild.apply(topology.only_pods(wiring, plan, added), self.netlink)
+            only = topology.only_pods(wiring, plan, added)
+            netbuild.apply(only, self.netlink, on_made=self._made.append)
         if self._capture is not None:  # capture points follow the pods
             self._capture.stop()
             self._capture = None
@@ -276,6 +326,7 @@ class Lab:
         if self._state is not None:
             self._state.namespaces = final
             state.save(self._state)
+            state.save_copy(self.id, self.scenario, self.plan, self.removed)
         if self.hub is not None:
             for name in sorted(added):
                 pod = plan.pod(name)
@@ -291,6 +342,8 @@ class Lab:
         planned = replace(planned, probes=self.plan.probes)
         self.change(planned)
         self.scenario = scenario
+        if self._state is not None:
+            state.save_copy(self.id, self.scenario, self.plan, self.removed)
 
     def _need_scenario(self) -> Scenario:
         if self.scenario is None:
@@ -448,39 +501,92 @@ class Lab:
         node: str | None = None,
         port: int | str | None = None,
         address: str | None = None,
-        protocol: str = "TCP",
+        protocol: str | None = None,
         count: int = 10,
         expect: Expectation | None = None,
     ):
-        """Probe by the name of a scenario probe, or describe one; returns the Verdict."""
+        """Probe by the name of a scenario probe, or describe one; returns the Verdict.
+
+        A described probe is checked as the scenario loader checks one: a bad source,
+        service, port, address, path or count is a LabError naming it.
+        """
         if name is not None:
             found = [p for p in self.plan.probes if p.name == name]
             if not found:
                 raise LabError(f"no probe named {name!r} in scenario {self.plan.name}")
             chosen = found[0]
         else:
-            if source is None or (service is None and address is None):
-                raise LabError("probe needs a source and a service or an address")
-            if source not in self.wiring.namespaces or source == topology.EDGE:
-                raise LabError(f"no client, pod or node named {source!r} in lab {self.id}")
-            key = service if service is None or "/" in service else f"default/{service}"
-            if key is not None and not any(s.key == key for s in self.plan.services):
-                raise LabError(f"no service {key} in lab {self.id}")
-            if (
-                via == "nodePort"
-                and node is not None
-                and node not in {n.name for n in self.plan.nodes}
-            ):
-                raise LabError(f"no node named {node!r} in lab {self.id}")
-            chosen = ProbePlan(
-                name=f"{source}-to-{service or address}",
-                source=source,
-                target=Target(service=key, port=port, via=via, node=node, address=address),
-                protocol=protocol,
-                count=count,
-                expect=expect,
-            )
+            chosen = self._described(source, service, via, node, port, address, protocol, count)
+            chosen = replace(chosen, expect=expect)
         return self.observe(chosen)[1]
+
+    def _described(
+        self,
+        source: str | None,
+        service: str | None,
+        via: str,
+        node: str | None,
+        port: int | str | None,
+        address: str | None,
+        protocol: str | None,
+        count: int,
+    ) -> ProbePlan:
+        import ipaddress
+
+        from testbed.scenario import MAX_PROBE_COUNT
+        from testbed.targets import service_port
+
+        if source is None or (service is None and address is None):
+            raise LabError("probe needs a source and a service or an address")
+        if service is not None and address is not None:
+            raise LabError("probe takes a service or an address, not both")
+        if source not in self.wiring.namespaces or source == topology.EDGE:
+            raise LabError(f"no client, pod or node named {source!r} in lab {self.id}")
+        if (
+            isinstance(count, bool)
+            or not isinstance(count, int)
+            or not 1 <= count <= MAX_PROBE_COUNT
+        ):
+            raise LabError(f"count {count!r} is outside 1-{MAX_PROBE_COUNT}")
+        if protocol not in (None, "TCP", "UDP"):
+            raise LabError(f"protocol {protocol!r}: must be TCP or UDP")
+        if via not in ("clusterIP", "nodePort", "loadBalancer", "externalIP"):
+            raise LabError(f"via {via!r}: must be clusterIP, nodePort, loadBalancer or externalIP")
+        if node is not None and node not in {n.name for n in self.plan.nodes}:
+            raise LabError(f"no node named {node!r} in lab {self.id}")
+        key = None
+        if address is not None:
+            try:
+                ipaddress.IPv4Address(address)
+            except ValueError:
+                raise LabError(f"address {address!r} is not an IPv4 address") from None
+            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+                raise LabError(f"a probe to an address needs a port number 1-65535, not {port!r}")
+        else:
+            key = service if "/" in service else f"default/{service}"
+            svc = next((s for s in self.plan.services if s.key == key), None)
+            if svc is None:
+                raise LabError(f"no service {key} in lab {self.id}")
+            try:
+                chosen_port = service_port(svc, port)
+            except LookupError as exc:
+                raise LabError(str(exc)) from None
+            if via == "nodePort" and not chosen_port.node_port:
+                raise LabError(f"service {key} ({svc.type}) has no nodePort")
+            if via == "loadBalancer" and not svc.lb_ips:
+                raise LabError(f"service {key} ({svc.type}) has no load-balancer address")
+            if via == "externalIP" and not svc.external_ips:
+                raise LabError(f"service {key} has no externalIPs")
+            if protocol is not None and protocol != chosen_port.protocol:
+                raise LabError(f"service {key} port {chosen_port.port} is {chosen_port.protocol}")
+            protocol = chosen_port.protocol
+        return ProbePlan(
+            name=f"{source}-to-{service or address}",
+            source=source,
+            target=Target(service=key, port=port, via=via, node=node, address=address),
+            protocol=protocol or "TCP",
+            count=count,
+        )
 
     def run_all(
         self,
@@ -496,6 +602,7 @@ class Lab:
         self.wait_for_edge()
         results = []
         for probe in self.plan.probes:
+            signals.check()  # a stop whose exception was swallowed still stops here
             if progress:
                 progress(f"{self.plan.name}: {probe.name} ({probe.count} x {probe.protocol})")
             started = time.time()

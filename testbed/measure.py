@@ -22,7 +22,7 @@ LOCAL = "local"
 CROSS_NODE = "cross-node"
 PATHS = (LOCAL, CROSS_NODE)
 QUANTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
-ALPHA = 0.001  # the judge's level: a difference is claimed when p is below it
+ALPHA = 0.001 / 200  # the judge's per-check level (judge.ALPHA): a difference needs p below it
 MIN_SAMPLES = 8  # per path; below this the normal approximation of U is not trusted
 NOTHING_SHOWN = "no difference the samples can show"
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 from pyroute2 import IPRoute
 
-from testbed import netns
+from testbed import netns, signals
 from testbed.checkpoint import reached
 from testbed.topology import EDGE, Wiring
 
@@ -84,13 +84,18 @@ def apply(
     wiring: Wiring,
     nl: Netlink,
     on_namespace: Callable[[str], None] | None = None,
+    on_made: Callable[[str], None] | None = None,
 ) -> None:
-    """Build everything; `on_namespace` hears each namespace before it exists."""
+    """Build everything; `on_namespace` hears each namespace before it exists, `on_made`
+    after this call created it (so a failed build removes only what it made)."""
     full = wiring.ns
     for count, short in enumerate(wiring.namespaces, 1):
         if on_namespace:
             on_namespace(full(short))
-        netns.create(full(short))
+        with signals.shielded():  # made and heard of together, so teardown finds it
+            netns.create(full(short))
+            if on_made:
+                on_made(full(short))
         ipr = nl(full(short))
         ipr.link("set", index=nl.index(full(short), "lo"), state="up")
         reached(f"namespace-{count}")

@@ -330,14 +330,20 @@ def write(
     observations: Sequence[Observation],
     latency_probes: Collection[str] = (),
 ) -> list[str]:
-    """Every picture of one scenario run; returns the files written."""
-    os.makedirs(directory, exist_ok=True)
+    """Every picture of one scenario run; returns the files written (never through a link)."""
+    from testbed import outfiles
+
     stem = f"{_slug(result.name)}-{result.proxy_mode}"
     written: list[str] = []
 
     def save(fig, name: str) -> None:
         path = os.path.join(directory, name)
-        fig.savefig(path, bbox_inches="tight")
+        folder = outfiles.directory(directory)
+        try:
+            with outfiles.create(folder, name, path) as handle:
+                fig.savefig(handle, format="png", bbox_inches="tight")
+        finally:
+            os.close(folder)
         written.append(path)
 
     shared = [v for v in result.verdicts if wants_shares(v)]

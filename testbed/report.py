@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from testbed.judge import ALPHA, Verdict
+from testbed.judge import ALPHA, FAMILY_ALPHA, MAX_CHECKS, Verdict
 
 PASS = "PASS"
 FAIL = "FAIL"
@@ -152,7 +152,10 @@ def summary_line(results: Sequence[ScenarioResult]) -> str:
     )
     if t["errors"]:
         line += f", {t['errors']} scenario{'s' if t['errors'] != 1 else ''} could not run"
-    return line + f" (statistical checks at alpha {ALPHA})"
+    return line + (
+        f" (statistical checks at alpha {ALPHA:g} each,"
+        f" Bonferroni: {FAMILY_ALPHA:g} for up to {MAX_CHECKS})"
+    )
 
 
 def to_json(results: Sequence[ScenarioResult]) -> dict:

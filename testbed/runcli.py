@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from dataclasses import replace
 
@@ -62,6 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         if not plots.available():
             raise CliError(plots.MISSING, 2)
+    outputs = _open_outputs(args)  # a path that cannot be written fails now, not after the run
     progress = _progress(sys.stderr.isatty() and not args.quiet)
     results = []
     from testbed import signals
@@ -84,18 +86,41 @@ def cmd_run(args: argparse.Namespace) -> int:
                     sys.stderr.write("\r\x1b[K")
                 print(report.table([result], summary=False) + "\n", flush=True)
     except signals.Interrupted as exc:
+        for handle in outputs.values():
+            handle.close()
         print(f"testbed: interrupted by {exc}; the lab was torn down", file=sys.stderr)
         return exc.exit_code
     print(report.summary_line(results))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report.to_json(results), handle, indent=1)
-    if args.junit:
-        with open(args.junit, "w") as handle:
-            handle.write(report.to_junit(results))
+    if "json" in outputs:
+        with outputs["json"] as handle:
+            handle.write(json.dumps(report.to_json(results), indent=1).encode())
+    if "junit" in outputs:
+        with outputs["junit"] as handle:
+            handle.write(report.to_junit(results).encode())
     if refused and not loaded:
         return 2  # nothing could run: bad input, as with one scenario
     return 0 if all(r.passed for r in results) else 1
+
+
+def _open_outputs(args: argparse.Namespace) -> dict:
+    """Open --json/--junit and make --pcap/--plots directories before anything is built."""
+    import os
+
+    from testbed import outfiles
+
+    opened = {}
+    try:
+        for key in ("json", "junit"):
+            if getattr(args, key):
+                opened[key] = outfiles.open_file(getattr(args, key))
+        for key in ("pcap", "plots"):
+            if getattr(args, key):
+                os.close(outfiles.directory(getattr(args, key)))
+    except outfiles.OutputError as exc:
+        for handle in opened.values():
+            handle.close()
+        raise CliError(str(exc), 2) from None
+    return opened
 
 
 def _plot(directory: str, scenario, result, observed) -> None:
@@ -107,38 +132,82 @@ def _plot(directory: str, scenario, result, observed) -> None:
         print(f"wrote {written}", file=sys.stderr)
 
 
+def attach(found):
+    """A handle on a running lab, from the copy of its scenario and plan it keeps."""
+    from testbed.lab import Lab, LabError
+
+    try:
+        return Lab.attach(found)
+    except LabError as exc:
+        raise CliError(str(exc), 2) from None
+
+
 def cmd_lb(args: argparse.Namespace) -> int:
     require_root()
-    from testbed import lbview, runner
+    from testbed import lbview
 
     found = find_lab(args.lab)
-    plan = runner.load(found.file, found.proxy_mode)
+    lab = attach(found)
+    lab.close()
     hashing = lbview.read_hash(lbview.ns_name(found.id, lbview.EDGE))
-    print(lbview.describe(plan, found.id, lbview.look(plan, found.id), hashing))
+    print(lbview.describe(lab.plan, found.id, lbview.look(lab.plan, found.id), hashing))
     return 0
+
+
+def count(text: str) -> int:
+    """--count, checked as the scenario field `count` is."""
+    from testbed.scenario import MAX_PROBE_COUNT
+
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PROBE_COUNT:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside 1-{MAX_PROBE_COUNT}")
+    return int(text)
+
+
+def port(text: str) -> int | str:
+    """--port: a number 1-65535 or a port name (IANA_SVC_NAME), as in a Service."""
+    if text.isdigit():
+        if not 1 <= int(text) <= 65535:
+            raise argparse.ArgumentTypeError(f"{text} is outside the port range 1-65535")
+        return int(text)
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?", text) or text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a port number nor a port name")
+    return text
+
+
+def ipv4(text: str) -> str:
+    """--address: a dotted IPv4 address (no name lookups)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
     require_root()
-    from testbed import report
-    from testbed.lab import Lab, LabError
+    from testbed import report, state
+    from testbed.lab import LabError
 
     found = find_lab(args.lab)
-    lab = Lab.attach(found)
-    port = int(args.port) if args.port and args.port.isdigit() else args.port
+    lab = attach(found)
     try:
         verdict = lab.probe(
             source=args.source,
             service=args.to,
             via=args.via,
             node=args.node,
-            port=port,
+            port=args.port,
             count=args.count,
             protocol=args.protocol,
             address=args.address,
         )
     except LabError as exc:
         raise CliError(str(exc), 2) from None
+    except Exception:
+        if not state.owner_alive(found):
+            raise CliError(f"lab {found.id} went down while it was being probed", 2) from None
+        raise
     finally:
         lab.close()
     result = report.ScenarioResult(found.name, found.file, found.proxy_mode, 0.0, (verdict,))
@@ -171,8 +240,8 @@ def add_commands(sub, modes: list[str]) -> None:
         choices=["clusterIP", "nodePort", "loadBalancer", "externalIP"],
     )
     p.add_argument("--node", help="for --via nodePort: whose address")
-    p.add_argument("--port", help="service port number or name (default: the first)")
-    p.add_argument("--address", help="a raw target address instead of a service")
-    p.add_argument("--protocol", choices=["TCP", "UDP"], default="TCP")
-    p.add_argument("--count", type=int, default=10)
+    p.add_argument("--port", type=port, help="service port number or name (default: the first)")
+    p.add_argument("--address", type=ipv4, help="a raw target IPv4 address instead of a service")
+    p.add_argument("--protocol", choices=["TCP", "UDP"], help="default: the service port's")
+    p.add_argument("--count", type=count, default=10, help="attempts (1-100000, default 10)")
     p.set_defaults(func=cmd_probe)

@@ -36,10 +36,17 @@ def _write_pcaps(directory: str, scenario: str, probe: str, frames: list[Frame])
     by_point: dict[str, list[Frame]] = {}
     for frame in frames:
         by_point.setdefault(frame.point, []).append(frame)
-    folder = os.path.join(directory, scenario, probe)
-    os.makedirs(folder, exist_ok=True)
-    for point, group in by_point.items():
-        write_pcap(os.path.join(folder, point.replace("/", "_") + ".pcap"), group)
+    from testbed import outfiles
+
+    folder = outfiles.directory(directory, scenario, probe)  # no link below `directory`
+    try:
+        for point, group in by_point.items():
+            name = point.replace("/", "_") + ".pcap"
+            shown = os.path.join(directory, scenario, probe, name)
+            with outfiles.create(folder, name, shown) as handle:
+                write_pcap(handle, group)
+    finally:
+        os.close(folder)
 
 
 def run_plan(

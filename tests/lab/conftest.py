@@ -16,15 +16,20 @@ TESTBED = [sys.executable, "-m", "testbed.cli"]
 
 
 def lab_namespaces() -> set[str]:
+    """This suite's lab namespaces (its private prefix, see tests/conftest.py)."""
+    from testbed.topology import NS_PREFIX
+
     try:
-        return {n for n in os.listdir("/run/netns") if n.startswith("tb-")}
+        return {n for n in os.listdir("/run/netns") if n.startswith(NS_PREFIX)}
     except FileNotFoundError:
         return set()
 
 
 def state_files() -> set[str]:
+    from testbed.state import STATE_DIR
+
     try:
-        return {n for n in os.listdir("/run/testbed") if n.endswith(".json")}
+        return set(os.listdir(STATE_DIR))
     except FileNotFoundError:
         return set()
 

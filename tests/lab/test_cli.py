@@ -113,10 +113,18 @@ def test_sigterm_tears_down_a_foreground_lab(tmp_path):
     assert wait_until(lambda: not private_namespaces())
 
 
-def test_clean_finds_a_lab_whose_state_file_is_gone(tmp_path):
-    from testbed import netns
-
-    netns.create("tbk-orphan-0000-node-1")
-    clean = run_testbed("clean", env=private_env(tmp_path))
-    assert "tbk-orphan-0000-node-1" in clean.stdout
-    assert "tbk-orphan-0000-node-1" not in private_namespaces()
+def test_clean_leaves_a_users_own_namespace_alone(tmp_path):
+    """`ip netns add tb-victim`: named like a lab, recorded by none; clean must not touch it."""
+    victim = f"tb-victim-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", victim], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    try:
+        env = dict(private_env(tmp_path), TESTBED_NS_PREFIX="")  # the default prefix, tb-
+        for args in (["clean"], ["clean", "--all"]):
+            clean = run_testbed(*args, env=env)
+            assert clean.returncode == 0, clean.stderr
+            assert f"removed namespace {victim}" not in clean.stdout
+            assert victim in clean.stdout and "left alone" in clean.stdout
+            assert victim in os.listdir("/run/netns")
+    finally:
+        subprocess.run(["ip", "netns", "delete", victim], capture_output=True)

@@ -20,6 +20,7 @@ from testbed.capture import ACK, SYN
 from testbed.lab import Lab
 from testbed.records import DROPPED
 from tests.lab.conftest import SCENARIOS, run_testbed
+from tests.stats import fits
 
 pytestmark = pytest.mark.lab
 
@@ -82,8 +83,10 @@ def test_node_that_loses_its_last_pod_drops_flows_only_until_the_edge_settles(mo
     assert info["afterConvergence"]["sent"] == steps.AFTER_BATCHES * 10
     assert info["beforeConvergence"]["dropped"] > 0  # the edge still sent flows to node-2
     assert info["poolChanges"] == "node-2 left 198.51.100.10's pool"
-    # out after 3 bad answers, one per 0.25 s round (+1 round under way at the change)
-    assert info["poolChangedSeconds"] is not None and info["poolChangedSeconds"] < 4 * 0.25 + 0.5
+    # out after 3 bad answers, one per 0.25 s round (+1 round under way at the change): about
+    # 1 s, which is the benchmark's to time; here only a hang (the edge's give-up) fails
+    assert info["poolChangedSeconds"] is not None
+    assert info["poolChangedSeconds"] < steps.SETTLE_TIMEOUT
     assert info["settledSeconds"] >= info["poolChangedSeconds"]
     later = verdict("lb-local-healthcheck", mode, "after-only-node-1-serves")
     assert later.observed["dropped"] == 0 and later.observed["pods"] == {"web-a": 100}
@@ -120,10 +123,12 @@ def test_cluster_splits_per_pod_and_local_per_node(mode):
     assert "node-3" not in packed  # no pod, no health, no flow
     assert all(item["entered"] == item["served"] for item in packed.values())  # Local stays
     lone = packed["node-2"]["pods"]["lone"]
-    assert lone["expectedShare"] == 0.5 and 0.4 < lone["share"] < 0.6
+    total = sum(pod["count"] for item in packed.values() for pod in item["pods"].values())
+    assert lone["expectedShare"] == 0.5 and fits(lone["count"], total, 0.5), (lone, total)
     spread = verdict(name, mode, "local-spread").details["nodes"]
     assert sorted(spread) == ["node-1", "node-2", "node-3"]
-    assert all(0.25 < item["servedShare"] < 0.42 for item in spread.values())
+    served = sum(item["served"] for item in spread.values())
+    assert all(fits(item["served"], served, 1 / 3) for item in spread.values()), spread
 
 
 @pytest.mark.parametrize("mode", MODES)

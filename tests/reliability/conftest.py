@@ -121,7 +121,7 @@ class Private:
                     proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=10)
         if self.namespaces() or self.state_files():
-            self.tb("clean", timeout=120)
+            self.tb("clean", "--all", timeout=120)  # labs still up (a failed test's) go too
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from testbed.model import (
     ProxyOptions,
     ServicePlan,
 )
+from testbed.topology import NS_PREFIX
 
 
 def plan() -> Plan:
@@ -51,7 +52,7 @@ def test_describe_shows_the_route_and_flags_nodes_the_edge_has_not_caught_up_wit
     view = lbview.VipView("198.51.100.10", svc, ("172.18.0.11", "172.18.0.12"), ":30001/", checks)
     text = lbview.describe(plan(), "t-1234", [view], (3, 0x37))
     lines = text.splitlines()
-    assert lines[0] == "lab t-1234 (t, iptables): edge namespace tb-t-1234-edge"
+    assert lines[0] == f"lab t-1234 (t, iptables): edge namespace {NS_PREFIX}t-1234-edge"
     assert "every 0.25 s; in after 2 good answers, out after 3 bad ones" in lines[1]
     assert (
         "  edge route: via node-1 172.18.0.11, node-2 172.18.0.12 "

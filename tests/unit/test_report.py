@@ -148,6 +148,6 @@ def report_cells(observed: dict) -> tuple[str, str]:
 def test_summary_line() -> None:
     assert summary_line(results()) == (
         f"3 scenarios, 2 probes: 1 passed, 1 failed, 1 scenario could not run "
-        f"(statistical checks at alpha {ALPHA})"
+        f"(statistical checks at alpha {ALPHA:g} each, Bonferroni: 0.001 for up to 200)"
     )
     assert summary_line([]).startswith("0 scenarios, 0 probes: 0 passed, 0 failed")

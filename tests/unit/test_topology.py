@@ -33,8 +33,8 @@ def small_plan(mode: str = "iptables", lb_mode: str = "ecmp") -> Plan:
 def test_every_namespace_carries_the_lab_id():
     wiring = topology.wire(small_plan(), "t-1a2b")
     names = [wiring.ns(s) for s in wiring.namespaces]
-    assert names[0] == "tb-t-1a2b-edge"
-    assert all(n.startswith("tb-t-1a2b-") for n in names)
+    assert names[0] == f"{topology.NS_PREFIX}t-1a2b-edge"
+    assert all(n.startswith(f"{topology.NS_PREFIX}t-1a2b-") for n in names)
     assert set(wiring.namespaces) == {
         "edge",
         "node-1",
