@@ -24,7 +24,7 @@ from testbed.capture import ACK, RST, SYN, Capture, Frame, Point
 from testbed.model import Plan, ProbePlan
 from testbed.records import DELIVERED, DROPPED, REJECTED, Attempt, Hop, Observation
 from testbed.targets import Aim, aim, source_address
-from testbed.topology import EDGE, Wiring
+from testbed.topology import EDGE, Wiring, link_name
 
 REJECT_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNRESET}
 DEFAULT_TIMEOUT = 1.0
@@ -37,7 +37,7 @@ def capture_points(plan: Plan, wiring: Wiring) -> list[Point]:
     """Client and node fabric interfaces, the edge's port towards each node (where a
     packet leaves once the edge has chosen its node), and every pod's own interface."""
     points = [Point(wiring.ns(c.name), "eth0", f"{c.name}/eth0") for c in plan.clients]
-    points += [Point(wiring.ns(EDGE), n.name, f"{EDGE}/{n.name}") for n in plan.nodes]
+    points += [Point(wiring.ns(EDGE), link_name(n.name), f"{EDGE}/{n.name}") for n in plan.nodes]
     points += [Point(wiring.ns(n.name), "eth0", f"{n.name}/eth0") for n in plan.nodes]
     points += [Point(wiring.ns(p.name), "eth0", f"{p.name}/eth0") for p in plan.pods]
     return points
