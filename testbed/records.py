@@ -21,7 +21,7 @@ BY_ANSWER = "answer"  # the pod's own /clientip answer, received by the source
 BY_CAPTURE = "capture"  # only the capture at the pod's interface
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Hop:
     """One packet of one attempt as one capture point saw it."""
 
@@ -32,7 +32,7 @@ class Hop:
     at: float = 0.0  # seconds since the probe started
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Attempt:
     """One connection or datagram of a probe, from sending to the last reply."""
 
@@ -54,7 +54,7 @@ class Attempt:
     edge_node: str | None = None  # node the edge sent it to (seen leaving the edge)
     connect_ms: float | None = None  # handshake time (socket probes)
     rtt_ms: float | None = None  # request round-trip time (socket probes)
-    hops: tuple[Hop, ...] = ()
+    hops: tuple[Hop, ...] = ()  # kept for a sample only (probe.HOPS_KEPT): memory stays flat
 
     @property
     def end(self) -> str:

@@ -30,7 +30,7 @@ from testbed.kubeproxy.healthcheck import HttpResponse, Instant
 
 HEAD_LIMIT = 8192
 BACKLOG = 1024
-SEEN_LIMIT = 100_000
+SEEN_LIMIT = 10_000  # peers each pod remembers; only tests and diagnostics read them
 _TEXT = (("Content-Type", "text/plain; charset=utf-8"),)
 
 
