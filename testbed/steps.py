@@ -32,7 +32,7 @@ from testbed.records import COMPLETED, DELIVERED, DROPPED, REJECTED, Observation
 from testbed.scenario import Step
 
 BATCH_EVERY = 0.1  # seconds between the starts of two batches, at the least
-BATCH_TIMEOUT = 0.3  # an attempt unanswered this long is dropped (the lab answers in < 10 ms)
+BATCH_TIMEOUT = 0.3  # before the edge settles: unanswered this long counts as dropped
 AFTER_BATCHES = 5  # batches sent once the edge has settled: the sample that is judged
 SETTLE_TIMEOUT = 30.0  # give up waiting for the edge after this long
 EXTRA_ROUNDS = 1  # the round under way when the change landed
@@ -142,6 +142,8 @@ def _pool_moves(before: dict[str, tuple[str, ...]], after: dict[str, tuple[str, 
 
 def during_convergence(lab: Lab, probe: ProbePlan, since: _Since) -> tuple[Observation, Verdict]:
     """Batches from the change until the edge settles and a few after; judge the after part."""
+    from testbed.probe import DEFAULT_TIMEOUT
+
     before: list[Observation] = []
     after: list[Observation] = []
     moved_at: float | None = None
@@ -154,7 +156,9 @@ def during_convergence(lab: Lab, probe: ProbePlan, since: _Since) -> tuple[Obser
             moved_at = started
         if settled_at is None and _settled(lab, since):
             settled_at = started
-        batch = _batch(lab, probe)
+        # the judged batches wait as long as any probe does: a slow answer on a busy
+        # machine is not a drop; the short wait only sharpens the timeline before
+        batch = _batch(lab, probe, BATCH_TIMEOUT if settled_at is None else DEFAULT_TIMEOUT)
         (after if settled_at is not None else before).append(batch)
         row = [
             round(started - since.at, 3),
