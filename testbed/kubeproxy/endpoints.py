@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from testbed.model import Endpoint, PortPlan, ServicePlan
+from testbed.core.model import Endpoint, PortPlan, ServicePlan
 
 
 def endpoint_key(ep: Endpoint) -> str:

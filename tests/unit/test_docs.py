@@ -6,7 +6,7 @@ import ast
 import re
 from pathlib import Path
 
-from testbed import scenario
+from testbed.core import scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "scenario-format.md"
