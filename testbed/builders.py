@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from testbed.core.scenario import LAB_API  # the scenario format's apiVersion
+
 if TYPE_CHECKING:
     from testbed.core.model import Expectation
     from testbed.live.lab import Lab
@@ -36,7 +38,6 @@ if TYPE_CHECKING:
 Doc = dict[str, Any]
 """One YAML document (or one entry of a list inside the Lab document) as plain data."""
 
-LAB_API = "testbed/v1alpha1"  # the scenario format's apiVersion (scenario.LAB_API)
 HOSTNAME = "kubernetes.io/hostname"
 CONTAINER = "main"  # the container name the builders give every pod
 

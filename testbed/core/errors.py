@@ -28,3 +28,7 @@ class CommandFailed(TestbedError, RuntimeError):
         self.stderr = stderr
         first = (stderr.strip().splitlines() or ["no message"])[0]
         super().__init__(f"{' '.join(self.argv)} failed in {ns}: {first}")
+
+
+class LabError(TestbedError, RuntimeError):
+    """The lab could not do what was asked; the message says why in one line."""

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 from testbed.core import limits, topology
 from testbed.core import scenario as loader
-from testbed.core.model import Expectation, NodePlan, Plan, ProbePlan, Target
-from testbed.core.scenario import MAX_PROBE_COUNT, Scenario
-from testbed.core.targets import service_port
+from testbed.core.errors import LabError
+from testbed.core.model import Expectation, NodePlan, Plan, ProbePlan
+from testbed.core.scenario import Scenario
 from testbed.kernel import netbuild, netns, procs, signals, state
 from testbed.kernel import rules as rules_sync
 from testbed.kernel.capture import Capture, Point
@@ -31,17 +31,14 @@ from testbed.kernel.lbview import read_routes
 from testbed.kernel.probe import capture_points
 from testbed.kernel.probe import run as run_probe
 from testbed.kernel.servers import ServerHub
+from testbed.kubeproxy.endpoints import local_ready
 from testbed.live import changes, steps
+from testbed.live.described import described_probe
 from testbed.verdict import judge, oracle
 from testbed.verdict.judge import Verdict
-from testbed.verdict.oracle import local_ready
 
 if TYPE_CHECKING:
     from testbed.core.records import Observation
-
-
-class LabError(RuntimeError):
-    """The lab could not do what was asked; the message says why in one line."""
 
 
 ID_TRIES = 100  # fresh ids tried before giving up (a clash is 1 in 65,536 per pair)
@@ -496,74 +493,21 @@ class Lab:
                 raise LabError(f"no probe named {name!r} in scenario {self.plan.name}")
             chosen = found[0]
         else:
-            chosen = self._described(source, service, via, node, port, address, protocol, count)
+            chosen = described_probe(
+                self.plan,
+                self.wiring,
+                self.id,
+                source,
+                service,
+                via,
+                node,
+                port,
+                address,
+                protocol,
+                count,
+            )
             chosen = replace(chosen, expect=expect)
         return self.observe(chosen)[1]
-
-    def _described(
-        self,
-        source: str | None,
-        service: str | None,
-        via: str,
-        node: str | None,
-        port: int | str | None,
-        address: str | None,
-        protocol: str | None,
-        count: int,
-    ) -> ProbePlan:
-        import ipaddress
-
-        if source is None or (service is None and address is None):
-            raise LabError("probe needs a source and a service or an address")
-        if service is not None and address is not None:
-            raise LabError("probe takes a service or an address, not both")
-        if source not in self.wiring.namespaces or source == topology.EDGE:
-            raise LabError(f"no client, pod or node named {source!r} in lab {self.id}")
-        if (
-            isinstance(count, bool)
-            or not isinstance(count, int)
-            or not 1 <= count <= MAX_PROBE_COUNT
-        ):
-            raise LabError(f"count {count!r} is outside 1-{MAX_PROBE_COUNT}")
-        if protocol not in (None, "TCP", "UDP"):
-            raise LabError(f"protocol {protocol!r}: must be TCP or UDP")
-        if via not in ("clusterIP", "nodePort", "loadBalancer", "externalIP"):
-            raise LabError(f"via {via!r}: must be clusterIP, nodePort, loadBalancer or externalIP")
-        if node is not None and node not in {n.name for n in self.plan.nodes}:
-            raise LabError(f"no node named {node!r} in lab {self.id}")
-        key = None
-        if address is not None:
-            try:
-                ipaddress.IPv4Address(address)
-            except ValueError:
-                raise LabError(f"address {address!r} is not an IPv4 address") from None
-            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-                raise LabError(f"a probe to an address needs a port number 1-65535, not {port!r}")
-        else:
-            key = service if "/" in service else f"default/{service}"
-            svc = next((s for s in self.plan.services if s.key == key), None)
-            if svc is None:
-                raise LabError(f"no service {key} in lab {self.id}")
-            try:
-                chosen_port = service_port(svc, port)
-            except LookupError as exc:
-                raise LabError(str(exc)) from None
-            if via == "nodePort" and not chosen_port.node_port:
-                raise LabError(f"service {key} ({svc.type}) has no nodePort")
-            if via == "loadBalancer" and not svc.lb_ips:
-                raise LabError(f"service {key} ({svc.type}) has no load-balancer address")
-            if via == "externalIP" and not svc.external_ips:
-                raise LabError(f"service {key} has no externalIPs")
-            if protocol is not None and protocol != chosen_port.protocol:
-                raise LabError(f"service {key} port {chosen_port.port} is {chosen_port.protocol}")
-            protocol = chosen_port.protocol
-        return ProbePlan(
-            name=f"{source}-to-{service or address}",
-            source=source,
-            target=Target(service=key, port=port, via=via, node=node, address=address),
-            protocol=protocol or "TCP",
-            count=count,
-        )
 
     def run_all(
         self,

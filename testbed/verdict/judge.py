@@ -17,92 +17,33 @@ function), so the judge needs nothing beyond the standard library.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from testbed.core.model import Expectation, Plan, ProbePlan
 from testbed.core.records import COMPLETED, DELIVERED, DROPPED, ENDS, REJECTED, Attempt, Observation
 from testbed.verdict import measure
-from testbed.verdict.oracle import MIXED, NONE, Prediction
+from testbed.verdict.prediction import MIXED, NONE, Prediction
+from testbed.verdict.statistics import (  # noqa: F401  (the judge's level, read from here)
+    ALPHA,
+    FAMILY_ALPHA,
+    MAX_CHECKS,
+    chi_square,
+)
+from testbed.verdict.words import (
+    and_list,
+    capped,
+    describe_ip,
+    describe_label,
+    describe_outcomes,
+    pct,
+)
 
-FAMILY_ALPHA = 0.001  # at most one false alarm in a thousand runs of up to MAX_CHECKS checks
-MAX_CHECKS = 200  # statistical checks one run (or the test suite: 93 measured) may make
-ALPHA = FAMILY_ALPHA / MAX_CHECKS  # each check's level (Bonferroni): 5e-06
 MIN_EXPECTED = 5  # below this many expected attempts per pod, chi-square is not trusted
 SHARE_TOLERANCE = 0.01  # how far a scenario's share may be from the oracle's and still agree
 ALL_ANSWER_FACTOR = 10  # with this many attempts per allowed pod, every one must answer
-MAX_SENTENCES = 5  # per check, so one bad probe does not flood the report
 MAX_WHY_LINES = 3  # the oracle's causes shown under a row
-
-
-# -- statistics -------------------------------------------------------------------
-
-
-def _gamma_series(a: float, x: float) -> float:
-    """Regularized lower incomplete gamma P(a, x) by its power series (good for x < a + 1)."""
-    term = total = 1.0 / a
-    n = a
-    for _ in range(10_000):
-        n += 1.0
-        term *= x / n
-        total += term
-        if abs(term) < abs(total) * 1e-16:
-            break
-    return total * math.exp(-x + a * math.log(x) - math.lgamma(a))
-
-
-def _gamma_fraction(a: float, x: float) -> float:
-    """Regularized upper incomplete gamma Q(a, x) by Lentz's continued fraction (x >= a + 1)."""
-    tiny = 1e-300
-    b = x + 1.0 - a
-    c = 1.0 / tiny
-    d = 1.0 / b
-    h = d
-    for i in range(1, 10_000):
-        an = -i * (i - a)
-        b += 2.0
-        d = an * d + b
-        d = tiny if abs(d) < tiny else d
-        c = b + an / c
-        c = tiny if abs(c) < tiny else c
-        d = 1.0 / d
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-16:
-            break
-    return math.exp(-x + a * math.log(x) - math.lgamma(a)) * h
-
-
-def upper_gamma_q(a: float, x: float) -> float:
-    """Q(a, x) = Γ(a, x) / Γ(a), the regularized upper incomplete gamma function."""
-    if a <= 0:
-        raise ValueError("a must be positive")
-    if x <= 0:
-        return 1.0
-    if x < a + 1.0:
-        return max(0.0, 1.0 - _gamma_series(a, x))
-    return _gamma_fraction(a, x)
-
-
-def chi2_sf(x: float, dof: int) -> float:
-    """P(X >= x) for a chi-square variable with `dof` degrees of freedom."""
-    if dof < 1:
-        raise ValueError("a chi-square test needs at least one degree of freedom")
-    return upper_gamma_q(dof / 2.0, x / 2.0)
-
-
-def chi_square(observed: Sequence[int], fractions: Sequence[float]) -> tuple[float, int, float]:
-    """Pearson's goodness-of-fit statistic, its degrees of freedom and p-value."""
-    n = sum(observed)
-    scale = sum(fractions)
-    stat = 0.0
-    for count, frac in zip(observed, fractions, strict=True):
-        want = n * frac / scale
-        stat += (count - want) ** 2 / want
-    dof = len(observed) - 1
-    return stat, dof, chi2_sf(stat, dof)
 
 
 # -- verdicts ---------------------------------------------------------------------
@@ -242,70 +183,6 @@ def judge(probe: ProbePlan, observed: Observation, prediction: Prediction, plan:
     )
 
 
-# -- words ------------------------------------------------------------------------
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.3g}%"
-
-
-def _and(items: Sequence[str]) -> str:
-    items = list(items)
-    if not items:
-        return "none"
-    if len(items) == 1:
-        return items[0]
-    return ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def _capped(sentences: list[str]) -> list[str]:
-    if len(sentences) <= MAX_SENTENCES:
-        return sentences
-    rest = len(sentences) - MAX_SENTENCES + 1
-    return sentences[: MAX_SENTENCES - 1] + [f"... and {rest} more disagreements of this kind"]
-
-
-def describe_ip(plan: Plan, ip: str) -> str:
-    """Whose address this is, in the words of the lab."""
-    for node in plan.nodes:
-        if ip in (node.ip, node.gateway):
-            return f"an address of {node.name}"
-    for pod in plan.pods:
-        if pod.ip == ip:
-            return f"the address of pod {pod.name}"
-    for client in plan.clients:
-        if client.ip == ip:
-            if len(plan.clients) == 1:
-                return "the client's address"
-            return f"the address of client {client.name}"
-    if ip in (plan.network.edge_fabric_ip, plan.network.edge_external_ip):
-        return "an address of the edge router"
-    for svc in plan.services:
-        if ip == svc.cluster_ip or ip in svc.lb_ips or ip in svc.external_ips:
-            return f"a service address of {svc.key}"
-    if ip.startswith("127."):
-        return "a loopback address"
-    return "an address the lab does not know"
-
-
-def _describe_label(label: str | None, pred: Prediction, nodes: Iterable[str]) -> str:
-    if label is None:
-        return "nothing delivered"
-    if label == "client":
-        who = "client's" if pred.source_kind == "client" else "source's own"
-        return f"the {who} address {pred.source_address}"
-    if label == "node":
-        addrs = [f"{n}: {' or '.join(pred.addresses_of(n))}" for n in nodes]
-        return f"an address of the entry node ({'; '.join(addrs)})"
-    if label == MIXED:
-        return "different addresses for different pods"
-    return f"the address {label}"
-
-
-def _describe_outcomes(outcomes: Mapping[str, float]) -> str:
-    return ", ".join(f"{k} {_pct(v)}" for k, v in outcomes.items())
-
-
 # -- scenario versus oracle -------------------------------------------------------
 
 
@@ -325,7 +202,7 @@ def _disagreements(exp: Expectation | None, pred: Prediction, plan: Plan) -> lis
     if exp.outcome is not None and exp.outcome != pred.outcome:
         predicted = pred.outcome
         if predicted == MIXED:
-            predicted = f"a mix ({_describe_outcomes(pred.outcomes)})"
+            predicted = f"a mix ({describe_outcomes(pred.outcomes)})"
         out.append(say(f"the outcome {exp.outcome}", predicted))
     if exp.outcomes is not None:
         mine = _normalised(dict(exp.outcomes))
@@ -333,12 +210,12 @@ def _disagreements(exp: Expectation | None, pred: Prediction, plan: Plan) -> lis
         if any(
             abs(mine.get(k, 0.0) - theirs.get(k, 0.0)) > SHARE_TOLERANCE for k in {*mine, *theirs}
         ):
-            out.append(say(f"the outcomes {_describe_outcomes(mine)}", _describe_outcomes(theirs)))
+            out.append(say(f"the outcomes {describe_outcomes(mine)}", describe_outcomes(theirs)))
     if exp.completed is not None and abs(exp.completed - pred.completed) > SHARE_TOLERANCE:
         out.append(
             say(
-                f"{_pct(exp.completed)} of the attempts to complete",
-                f"{_pct(pred.completed)} ({_describe_outcomes(pred.ends)})",
+                f"{pct(exp.completed)} of the attempts to complete",
+                f"{pct(pred.completed)} ({describe_outcomes(pred.ends)})",
             )
         )
     if exp.source_ip is not None:
@@ -356,15 +233,15 @@ def _disagreements(exp: Expectation | None, pred: Prediction, plan: Plan) -> lis
             nodes = pred.entry_nodes or tuple(n.name for n in plan.nodes)
             out.append(
                 say(
-                    f"the pod to see {_describe_label(exp.source_ip, pred, nodes)}",
-                    _describe_label(pred.source_ip, pred, pred.entry_nodes),
+                    f"the pod to see {describe_label(exp.source_ip, pred, nodes)}",
+                    describe_label(pred.source_ip, pred, pred.entry_nodes),
                 )
             )
     if exp.pods is not None and set(exp.pods) != set(pred.pods):
         out.append(
             say(
-                f"the pods {_and(sorted(exp.pods))} to answer",
-                f"{_and(pred.pods)}" if pred.pods else "no pod at all",
+                f"the pods {and_list(sorted(exp.pods))} to answer",
+                f"{and_list(pred.pods)}" if pred.pods else "no pod at all",
             )
         )
     if exp.return_path is not None and exp.return_path != pred.return_path:
@@ -393,7 +270,7 @@ def _normalised(share: Mapping[str, float]) -> dict[str, float]:
 
 
 def _describe_share(share: Mapping[str, float]) -> str:
-    return ", ".join(f"{k} {_pct(v)}" for k, v in sorted(share.items()))
+    return ", ".join(f"{k} {pct(v)}" for k, v in sorted(share.items()))
 
 
 # -- observation versus expectation -----------------------------------------------
@@ -436,7 +313,7 @@ def _check_outcome(exp: Expected, obs: Observation) -> list[str]:
         if not bad:
             return []
         parts = [f"{v} of {n} were {k}" for k, v in bad.items()]
-        return [f"expected every attempt to be {exp.outcome}, but {_and(parts)}"]
+        return [f"expected every attempt to be {exp.outcome}, but {and_list(parts)}"]
     if not exp.outcomes:  # the scenario says "mixed" on its own: want more than one outcome
         if len(counts) > 1:
             return []
@@ -456,7 +333,7 @@ def _check_outcome(exp: Expected, obs: Observation) -> list[str]:
             seen = ", ".join(f"{k} {c}" for k, c in zip(names, observed, strict=True))
             out.append(
                 f"the outcomes ({seen} of {total}) do not fit the expected "
-                f"{_describe_outcomes(exp.outcomes)} ({_stat_words(stat, dof, p)})"
+                f"{describe_outcomes(exp.outcomes)} ({_stat_words(stat, dof, p)})"
             )
     return out
 
@@ -468,7 +345,7 @@ def _check_completed(exp: Expected, obs: Observation) -> list[str]:
     n = obs.sent
     done = obs.ended(COMPLETED)
     rest = Counter(a.end for a in obs.attempts if a.end != COMPLETED)
-    others = _and([f"{rest[e]} {e}" for e in ENDS if rest.get(e)])
+    others = and_list([f"{rest[e]} {e}" for e in ENDS if rest.get(e)])
     if exp.completed >= 1.0:
         if done == n:
             return []
@@ -486,7 +363,7 @@ def _check_completed(exp: Expected, obs: Observation) -> list[str]:
     rest_words = f" ({others} did not)" if rest else ""
     return [
         f"{done} of {n} attempts completed{rest_words}, which does not fit the "
-        f"expected {_pct(exp.completed)} ({_stat_words(stat, dof, p)})"
+        f"expected {pct(exp.completed)} ({_stat_words(stat, dof, p)})"
     ]
 
 
@@ -503,7 +380,7 @@ def why_lines(pred: Prediction) -> list[str]:
             end = "broken"
         causes[(end, f.why)] = causes.get((end, f.why), 0.0) + f.probability
     ranked = sorted(causes.items(), key=lambda kv: (-kv[1], kv[0]))
-    out = [f"why {end} ({_pct(p)}): {why}" for (end, why), p in ranked[:MAX_WHY_LINES]]
+    out = [f"why {end} ({pct(p)}): {why}" for (end, why), p in ranked[:MAX_WHY_LINES]]
     if len(ranked) > MAX_WHY_LINES:
         out.append(f"... and {len(ranked) - MAX_WHY_LINES} more causes")
     return out
@@ -538,13 +415,13 @@ def _check_source(exp: Expected, view: _View) -> list[str]:
             )
             labels = sorted({pred.label(f) or "" for f in fates})
             nodes = sorted({f.entry_node for f in fates if f.entry_node})
-            want = " or ".join(_describe_label(lbl, pred, nodes) for lbl in labels)
+            want = " or ".join(describe_label(lbl, pred, nodes) for lbl in labels)
         else:
             if exp.source_ip is None or exp.source_ip == MIXED:
                 continue
             nodes = view.candidate_nodes(a)
             ok = _satisfies(exp.source_ip, a.source_ip, view.source_address, view.node_addrs(nodes))
-            want = _describe_label(exp.source_ip, pred, nodes)
+            want = describe_label(exp.source_ip, pred, nodes)
         if not ok:
             groups[(pod, a.source_ip)] += 1
             wanted[pod] = want
@@ -554,7 +431,7 @@ def _check_source(exp: Expected, view: _View) -> list[str]:
             f"expected the pod to see {wanted[pod]}, but {pod} saw {ip} "
             f"({describe_ip(view.plan, ip)}) in {k} of {per_pod[pod]} attempts"
         )
-    return _capped(out)
+    return capped(out)
 
 
 def _check_pods(exp: Expected, view: _View) -> list[str]:
@@ -569,7 +446,7 @@ def _check_pods(exp: Expected, view: _View) -> list[str]:
         if pod in allowed:
             continue
         if allowed:
-            only = _and(sorted(allowed))
+            only = and_list(sorted(allowed))
             out.append(f"{pod} received {k} of {n} attempts, but only {only} should answer")
         else:
             out.append(f"{pod} received {k} of {n} attempts, but no pod should receive any")
@@ -582,7 +459,7 @@ def _check_pods(exp: Expected, view: _View) -> list[str]:
                 f"{pod} never answered in {delivered} delivered attempts, although with "
                 f"that many every one of the {len(allowed)} allowed pods should"
             )
-    return _capped(out)
+    return capped(out)
 
 
 def _check_affinity(view: _View) -> list[str]:
@@ -595,7 +472,7 @@ def _check_affinity(view: _View) -> list[str]:
     out = []
     for key, pods in sorted(groups.items()):
         if len(pods) > 1:
-            got = _and([f"{p} got {k}" for p, k in sorted(pods.items())])
+            got = and_list([f"{p} got {k}" for p, k in sorted(pods.items())])
             where = "" if key in ("all", "?") else f" through {key}"
             out.append(
                 "with sessionAffinity ClientIP every attempt of one source should reach "
@@ -625,7 +502,7 @@ def _check_return_path(exp: Expected, view: _View) -> list[str]:
     if exp.return_path == "correct":
         bad = [a for a in replies if a.return_path != "correct"]
         froms = sorted({a.reply_from for a in bad if a.reply_from})
-        where = f" ({_and(froms)})" if froms else ""
+        where = f" ({and_list(froms)})" if froms else ""
         return [
             f"expected every reply to come from {target}, the address the source used, "
             f"but {len(bad)} of {n} replies came from elsewhere{where}"
@@ -633,7 +510,7 @@ def _check_return_path(exp: Expected, view: _View) -> list[str]:
     bad = [a for a in replies if a.return_path != exp.return_path]
     return [
         f"expected the replies to be {exp.return_path}, but {len(bad)} of {n} were "
-        f"{_and(sorted({a.return_path for a in bad}))}"
+        f"{and_list(sorted({a.return_path for a in bad}))}"
     ]
 
 
@@ -653,7 +530,7 @@ def _check_share(exp: Expected, view: _View) -> list[str]:
     stat, dof, p = chi_square(observed, fractions)
     if p >= ALPHA:
         return []
-    seen = _and([f"{pod} {c}" for pod, c in zip(pods, observed, strict=True)])
+    seen = and_list([f"{pod} {c}" for pod, c in zip(pods, observed, strict=True)])
     return [
         f"the pods' shares do not fit the expected split: {seen} of {n} attempts, "
         f"expected {_describe_share(share)} ({_stat_words(stat, dof, p)})"

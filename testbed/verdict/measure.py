@@ -16,13 +16,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from testbed.core.records import DELIVERED, Attempt
-from testbed.verdict.oracle import Prediction
+from testbed.verdict.prediction import Prediction
+from testbed.verdict.statistics import (
+    ALPHA,  # the judge's per-check level: a difference needs p below it
+)
 
 LOCAL = "local"
 CROSS_NODE = "cross-node"
 PATHS = (LOCAL, CROSS_NODE)
 QUANTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
-ALPHA = 0.001 / 200  # the judge's per-check level (judge.ALPHA): a difference needs p below it
 MIN_SAMPLES = 8  # per path; below this the normal approximation of U is not trusted
 NOTHING_SHOWN = "no difference the samples can show"
 
