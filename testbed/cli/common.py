@@ -1,4 +1,7 @@
-"""What every command shares: the one-line error, root check, loading, finding a lab."""
+"""What every command shares: the one-line error, root check, loading, finding a lab.
+
+Imports inside functions keep `testbed --help` from loading YAML, netaddr or netlink.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""`testbed run` and `testbed probe`: the commands that produce verdicts."""
+"""`testbed run` and `testbed probe`: the commands that produce verdicts.
+
+As in the rest of the CLI, each command imports what it needs when it runs, so
+`testbed --help` and `testbed plan` start fast and work without root.
+"""
 
 from __future__ import annotations
 

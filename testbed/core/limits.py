@@ -16,6 +16,7 @@ from __future__ import annotations
 import resource
 from dataclasses import dataclass
 
+from testbed.core.errors import TestbedError
 from testbed.core.model import Plan
 
 # One process builds the lab, serves every pod and drains every capture; it was measured
@@ -34,7 +35,7 @@ KB_PER_NAMESPACE = 1024
 MEMORY_SHARE = 0.5
 
 
-class LimitError(ValueError):
+class LimitError(TestbedError, ValueError):
     """The lab is larger than this machine can hold; the text names limit and reason."""
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 from typing import BinaryIO
 
+from testbed.core.errors import TestbedError
+
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC  # truncated once checked
 
 
-class OutputError(OSError):
+class OutputError(TestbedError, OSError):
     """An output path that is unsafe or impossible to write; the message names it."""
 
 

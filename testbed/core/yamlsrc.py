@@ -21,6 +21,8 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
+from testbed.core.errors import TestbedError
+
 MAX_BYTES = 4 * 1024 * 1024
 MAX_NODES = 100_000  # parsing this many values takes about 0.5 s: the loader stays under 1 s
 MAX_DEPTH = 64
@@ -48,7 +50,7 @@ def show(value: Any) -> str:
     return one_line(text)
 
 
-class SourceError(Exception):
+class SourceError(TestbedError):
     """A problem at one place of one file; str() is `FILE:LINE: [PATH: ]reason`."""
 
     def __init__(self, file: str, line: int, reason: str, path: str = "") -> None:

@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from testbed.core.model import NodePlan, ProxyOptions, ServicePlan
+from testbed.kubeproxy import iptables, nftables
 
 
 def render(node: NodePlan, services: Sequence[ServicePlan], opts: ProxyOptions) -> str:
     if opts.mode == "nftables":
-        from testbed.kubeproxy import nftables
-
         return nftables.render(node, services, opts)
-    from testbed.kubeproxy import iptables
 
     return iptables.render(node, services, opts)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from testbed.core.errors import TestbedError
 from testbed.core.load import replan  # noqa: F401  (a change ends in a replan)
 from testbed.core.model import Plan
 from testbed.core.scenario import Scenario
@@ -17,7 +18,7 @@ from testbed.core.scenario import Scenario
 POLICIES = ("Cluster", "Local")
 
 
-class ChangeError(ValueError):
+class ChangeError(TestbedError, ValueError):
     """The change cannot apply to this world; the message says why in one line."""
 
 

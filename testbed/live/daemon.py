@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from testbed.core.errors import TestbedError
 from testbed.core.model import Plan
 from testbed.core.scenario import Scenario
 from testbed.kernel import procs, signals, state
@@ -31,7 +32,7 @@ WATCH_SECONDS = 0.5  # how often an owner checks that its record still names it
 SEEN_LIMIT = 1_000  # a running lab's servers remember this many peers per pod; nobody reads more
 
 
-class BuildFailed(Exception):
+class BuildFailed(TestbedError):
     """The lab could not be built; the message is one line."""
 
 

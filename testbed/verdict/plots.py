@@ -20,6 +20,7 @@ import textwrap
 from collections.abc import Collection, Sequence
 
 from testbed.core import outfiles
+from testbed.core.errors import TestbedError
 from testbed.core.records import Observation
 from testbed.verdict import measure
 from testbed.verdict.judge import Verdict
@@ -31,7 +32,7 @@ NODE_COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"
 PATH_COLOURS = {measure.LOCAL: "#55A868", measure.CROSS_NODE: "#C44E52"}
 
 
-class PlotsUnavailable(RuntimeError):
+class PlotsUnavailable(TestbedError, RuntimeError):
     """matplotlib is not installed."""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from testbed.core.errors import TestbedError
 from testbed.core.records import BROKEN as BROKEN_END
 from testbed.core.records import COMPLETED, DELIVERED
 
@@ -23,7 +24,7 @@ NO_ROUTE_POD = (
 )
 
 
-class OracleError(ValueError):
+class OracleError(TestbedError, ValueError):
     """The probe aims at something the service does not have (no NodePort, no VIP...)."""
 
 
