@@ -1,1 +1,1 @@
-"""kernel"""
+"""What touches the kernel: namespaces, links, rule loading, captures, probes, servers."""

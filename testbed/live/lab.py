@@ -23,7 +23,6 @@ from testbed.core.errors import LabError
 from testbed.core.model import Expectation, NodePlan, Plan, ProbePlan
 from testbed.core.scenario import Scenario
 from testbed.kernel import netbuild, netns, procs, signals, state
-from testbed.kernel import rules as rules_sync
 from testbed.kernel.capture import Capture, Point
 from testbed.kernel.checkpoint import reached
 from testbed.kernel.edge import EdgeBalancer
@@ -31,9 +30,9 @@ from testbed.kernel.lbview import read_routes
 from testbed.kernel.probe import capture_points
 from testbed.kernel.probe import run as run_probe
 from testbed.kernel.servers import ServerHub
-from testbed.kubeproxy.endpoints import local_ready
 from testbed.live import changes, steps
 from testbed.live.described import described_probe
+from testbed.live.proxy import Proxy, RenderedProxy
 from testbed.verdict import judge, oracle
 from testbed.verdict.judge import Verdict
 
@@ -69,8 +68,7 @@ class Lab:
         self.hub = None
         self._nl: netbuild.Netlink | None = None
         self._state: state.LabState | None = None
-        self._health: set[tuple[str, int]] = set()
-        self._proxy_unhealthy: set[str] = set()
+        self.proxy: Proxy = RenderedProxy()  # kube-proxy on every node, behind one seam
         self.edge = None
         self._capture = None
         self.keep_raw_frames = False
@@ -154,6 +152,7 @@ class Lab:
             if self.serve:
                 self.hub = ServerHub() if self.seen_limit is None else ServerHub(self.seen_limit)
                 self.hub.start()
+                self.proxy.hub = self.hub
                 self._start_pod_servers()
             reached("servers")
             self.sync()
@@ -191,6 +190,7 @@ class Lab:
 
     def _down(self) -> list[str]:
         failures: list[BaseException] = []
+        self.proxy.stop()
         for attr in ("_capture", "edge", "hub"):
             part = getattr(self, attr)
             setattr(self, attr, None)
@@ -249,28 +249,7 @@ class Lab:
         current = self.plan
 
         def load(node: NodePlan) -> str:
-            ns = self.wiring.ns(node.name)
-            if previous is not None and previous.proxy == current.proxy:
-                try:
-                    rules_sync.apply_delta(
-                        ns,
-                        current.proxy.mode,
-                        previous.services,
-                        current.services,
-                        node,
-                        current.proxy,
-                    )
-                    return "delta"
-                except Exception:  # the full load below is always right
-                    rules_sync.load(
-                        ns,
-                        current.proxy.mode,
-                        rules_sync.render(node, current.services, current.proxy),
-                    )
-                    return "fallback"
-            text = rules_sync.render(node, current.services, current.proxy)
-            rules_sync.load(ns, current.proxy.mode, text)
-            return "full"
+            return self.proxy.program(self.wiring.ns(node.name), node, previous, current)
 
         # one loader process per node; they run side by side, as each node's kube-proxy would
         with ThreadPoolExecutor(max_workers=min(8, len(current.nodes))) as pool:
@@ -382,7 +361,7 @@ class Lab:
     def set_proxy_health(self, node: str, healthy: bool) -> None:
         """Mark kube-proxy on a node (un)healthy: its /healthz and service checks say 503."""
         self.plan.node(node)
-        self._proxy_unhealthy = (self._proxy_unhealthy - {node}) | (set() if healthy else {node})
+        self.proxy.set_healthy(node, healthy)
         if self.hub is not None:
             self._sync_health()
 
@@ -402,22 +381,7 @@ class Lab:
         return sorted(ports)
 
     def _sync_health(self) -> None:
-        wanted: set[tuple[str, int]] = set()
-        for node in self.plan.nodes:
-            ns = self.wiring.ns(node.name)
-            healthy = node.name not in self._proxy_unhealthy
-            self.hub.set_proxy_health(ns, node.ip, healthy)
-            for svc in self.plan.services:
-                if svc.external_local and svc.health_check_node_port:
-                    port = svc.health_check_node_port
-                    count = local_ready(svc, node.name)
-                    self.hub.set_health(
-                        ns, node.ip, port, svc.namespace, svc.name, count, proxy_healthy=healthy
-                    )
-                    wanted.add((ns, port))
-        for ns, port in self._health - wanted:
-            self.hub.drop_health(ns, port)
-        self._health = wanted
+        self.proxy.answer_health(self.plan, self.wiring)
 
     # -- the edge load balancer -------------------------------------------------
 
@@ -552,4 +516,4 @@ class Lab:
 
     def rules(self, node: str) -> str:
         self.plan.node(node)
-        return rules_sync.dump(self.ns(node), self.plan.proxy.mode)
+        return self.proxy.rules(self.ns(node), self.plan.proxy.mode)

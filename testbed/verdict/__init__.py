@@ -1,1 +1,1 @@
-"""verdict"""
+"""The oracle predicts, the judge compares, the report tells: pure, over core's records."""
