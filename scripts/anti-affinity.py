@@ -9,7 +9,7 @@ import sys
 from collections import Counter
 
 import testbed
-from testbed.judge import describe_ip
+from testbed.verdict.words import describe_ip
 
 COUNT = 300
 

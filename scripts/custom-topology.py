@@ -9,7 +9,7 @@ import sys
 import tempfile
 
 import testbed
-from testbed.capture import write_pcap
+from testbed.kernel.capture import write_pcap
 
 lab = testbed.build(
     name="custom",

@@ -7,7 +7,7 @@ Every fact printed comes from the probes' verdicts (what the pods and captures s
 import sys
 
 import testbed
-from testbed.judge import describe_ip
+from testbed.verdict.words import describe_ip
 
 ENDS = ("completed", "broken", "dropped", "rejected")
 

@@ -8,7 +8,7 @@ prints, hop by hop, what the captures saw for one connection of each probe.
 import sys
 
 import testbed
-from testbed.judge import describe_ip
+from testbed.verdict.words import describe_ip
 
 
 def addr(lab, ip_port):

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Lab": "testbed.lab",
-    "LabError": "testbed.lab",
-    "Verdict": "testbed.judge",
-    "Expectation": "testbed.model",
-    "Observation": "testbed.records",
-    "Attempt": "testbed.records",
-    "Hop": "testbed.records",
-    "ScenarioError": "testbed.scenario",
+    "Lab": "testbed.live.lab",
+    "LabError": "testbed.live.lab",
+    "Verdict": "testbed.verdict.judge",
+    "Expectation": "testbed.core.model",
+    "Observation": "testbed.core.records",
+    "Attempt": "testbed.core.records",
+    "Hop": "testbed.core.records",
+    "ScenarioError": "testbed.core.scenario",
     "build": "testbed.builders",
     "documents": "testbed.builders",
     "load": "testbed.builders",
@@ -71,11 +71,11 @@ if TYPE_CHECKING:  # what type checkers and editors see; nothing is imported at 
         probe_spec,
         service,
     )
-    from testbed.judge import Verdict
-    from testbed.lab import Lab, LabError
-    from testbed.model import Expectation
-    from testbed.records import Attempt, Hop, Observation
-    from testbed.scenario import ScenarioError
+    from testbed.core.model import Expectation
+    from testbed.core.records import Attempt, Hop, Observation
+    from testbed.core.scenario import ScenarioError
+    from testbed.live.lab import Lab, LabError
+    from testbed.verdict.judge import Verdict
 
 
 def __getattr__(name: str) -> Any:

@@ -29,14 +29,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from testbed.core.scenario import LAB_API  # the scenario format's apiVersion
+
 if TYPE_CHECKING:
-    from testbed.lab import Lab
-    from testbed.model import Expectation
+    from testbed.core.model import Expectation
+    from testbed.live.lab import Lab
 
 Doc = dict[str, Any]
 """One YAML document (or one entry of a list inside the Lab document) as plain data."""
 
-LAB_API = "testbed/v1alpha1"  # the scenario format's apiVersion (scenario.LAB_API)
 HOSTNAME = "kubernetes.io/hostname"
 CONTAINER = "main"  # the container name the builders give every pod
 
@@ -337,8 +338,8 @@ def from_documents(docs: Sequence[Mapping[str, Any]], proxy_mode: str | None = N
     Inline documents have no lines, so the loader's "line" is the document's
     number; the object's kind and name say which one that is.
     """
-    from testbed.lab import Lab
-    from testbed.scenario import ScenarioError
+    from testbed.core.scenario import ScenarioError
+    from testbed.live.lab import Lab
 
     plain = [dict(d) for d in docs]
     try:
@@ -401,11 +402,12 @@ def load(source: str | Path | Sequence[Mapping[str, Any]], proxy_mode: str | Non
     """
     if not isinstance(source, (str, Path)):
         return from_documents(source, proxy_mode)
-    from testbed.cli import CliError, resolve_scenario
-    from testbed.lab import Lab
+    from testbed.core.errors import NotFound
+    from testbed.core.library import resolve
+    from testbed.live.lab import Lab
 
     try:
-        path = resolve_scenario(str(source))
-    except CliError:
+        path = resolve(str(source))
+    except NotFound:
         path = Path(source)  # not found: the loader's error says so, with the file name
     return Lab.from_file(str(path), proxy_mode)

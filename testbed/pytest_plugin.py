@@ -40,7 +40,7 @@ def lab() -> Iterator[Callable[..., Any]]:
     """Factory: lab(scenario, proxy_mode=None) -> a Lab that is up; torn down after the test."""
     if os.geteuid() != 0:
         pytest.skip(SKIP_REASON)
-    from testbed.builders import load
+    from testbed.builders import load  # here: every pytest run loads the plugin, few build labs
 
     built: list[Any] = []
 

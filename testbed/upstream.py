@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from testbed.core.errors import TestbedError
+
 REPO = Path(__file__).resolve().parent.parent
 PINS = REPO / "upstream"
 COMMANDS = ("kube-proxy", "kube-apiserver", "kubectl")
@@ -39,7 +41,7 @@ SYSTEM_CACHE = Path("/var/cache/kubeproxy-testbed/upstream")
 STAMP = "build.json"
 
 
-class UpstreamError(Exception):
+class UpstreamError(TestbedError):
     """Bad input or a missing tool: the command prints it on one line and exits 2."""
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from testbed.judge import ALPHA
+from testbed.verdict.judge import ALPHA
 
 
 def binomial_p(k: int, n: int, p: float) -> float:

@@ -1,1 +1,1 @@
-"""Rules and servers that mirror what kube-proxy runs on a node."""
+"""kube-proxy's own logic, pure: endpoint choice, rule rendering, deltas, health answers."""

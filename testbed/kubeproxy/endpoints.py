@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from testbed.model import Endpoint, PortPlan, ServicePlan
+from testbed.core.model import Endpoint, PortPlan, ServicePlan
 
 
 def endpoint_key(ep: Endpoint) -> str:
@@ -182,4 +182,21 @@ def decide(svc: ServicePlan, port: PortPlan, node_name: str) -> PortDecision:
         lb_ips=lb_ips,
         source_ranges=_ipv4_cidrs(svc.source_ranges) if lb_ips else (),
         node_port=node_port,
+    )
+
+
+def local_ready(svc: ServicePlan, node_name: str) -> int:
+    """What the node's healthCheckNodePort reports: its ready, non-terminating endpoints.
+
+    kube-proxy's service health server counts the local endpoints it programmed; the lab's
+    health servers take this count from here, the proxy's side, and never from the oracle,
+    so the model and the system under test can disagree, as they may in a real cluster.
+    """
+    return len(
+        {
+            ep.ip
+            for port in svc.ports
+            for ep in port.endpoints
+            if ep.node == node_name and ep.ready and not ep.terminating
+        }
     )

@@ -29,9 +29,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from testbed.core.model import NodePlan, ProxyOptions, ServicePlan
 from testbed.kubeproxy import iptables, nftables
-from testbed.kubeproxy.sync import run_in
-from testbed.model import NodePlan, ProxyOptions, ServicePlan
 
 # Chains shared by all services in iptables mode: (table, chain).
 DISPATCH = frozenset(
@@ -114,22 +113,6 @@ def loader(mode: str, full: bool) -> list[str]:
     if mode == "nftables":
         return ["nft", "-f", "-"]
     return ["iptables-restore"] if full else ["iptables-restore", "--noflush"]
-
-
-def apply_delta(
-    ns: str,
-    mode: str,
-    old_services: Sequence[ServicePlan],
-    new_services: Sequence[ServicePlan],
-    node: NodePlan,
-    opts: ProxyOptions,
-) -> Delta:
-    """Load the delta into namespace `ns`, which must hold exactly the rules of `old_services`."""
-    change = delta(mode, old_services, new_services, node, opts)
-    if change.empty:
-        return change
-    run_in(ns, loader(mode, change.full), change.text)
-    return change
 
 
 # -- iptables ----------------------------------------------------------------------

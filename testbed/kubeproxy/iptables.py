@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from testbed.core.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
 from testbed.kubeproxy import names
 from testbed.kubeproxy.endpoints import PortDecision, decide, endpoint_key
-from testbed.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
 
 MASQ_MARK = "0x4000"  # 1 << masqueradeBit (14)
 LARGE_CLUSTER_ENDPOINTS = 1000  # largeClusterEndpointsThreshold: above it, fewer comments

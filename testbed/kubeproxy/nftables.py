@@ -19,8 +19,8 @@ import hashlib
 import ipaddress
 from collections.abc import Sequence
 
+from testbed.core.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
 from testbed.kubeproxy.endpoints import decide, endpoint_key
-from testbed.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
 
 TABLE = "ip kube-proxy"
 MASQ_MARK = "0x4000"  # 1 << masqueradeBit (14), printed as kube-proxy prints it

@@ -17,7 +17,7 @@ TESTBED = [sys.executable, "-m", "testbed.cli"]
 
 def lab_namespaces() -> set[str]:
     """This suite's lab namespaces (its private prefix, see tests/conftest.py)."""
-    from testbed.topology import NS_PREFIX
+    from testbed.core.topology import NS_PREFIX
 
     try:
         return {n for n in os.listdir("/run/netns") if n.startswith(NS_PREFIX)}
@@ -26,7 +26,7 @@ def lab_namespaces() -> set[str]:
 
 
 def state_files() -> set[str]:
-    from testbed.state import STATE_DIR
+    from testbed.kernel.state import STATE_DIR
 
     try:
         return set(os.listdir(STATE_DIR))
@@ -52,8 +52,8 @@ def run_testbed(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedP
 def load_plan(name: str = "default", **overrides):
     from dataclasses import replace
 
-    from testbed import plan as planner
-    from testbed import scenario
+    from testbed.core import plan as planner
+    from testbed.core import scenario
 
     planned = planner.plan(scenario.load(str(SCENARIOS / f"{name}.yaml")))
     if "mode" in overrides:

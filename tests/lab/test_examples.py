@@ -35,7 +35,7 @@ def run_script(name: str) -> str:
     assert done.returncode == 0, done.stdout + done.stderr
     match = re.match(r"lab (\S+) ", done.stdout)
     assert match, done.stdout
-    from testbed.topology import NS_PREFIX
+    from testbed.core.topology import NS_PREFIX
 
     prefix = f"{NS_PREFIX}{match.group(1)}-"
 

@@ -16,9 +16,10 @@ from dataclasses import replace
 
 import pytest
 
-from testbed import netns
-from testbed.kubeproxy import incremental, sync
-from testbed.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
+from testbed.core.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
+from testbed.kernel import netns
+from testbed.kernel import rules as sync
+from testbed.kubeproxy import incremental
 
 PREFIX = "tbt-inc-"
 NODE = NodePlan("node-1", 1, "172.18.0.11", "10.244.1.0/24", "10.244.1.1")
@@ -178,10 +179,10 @@ def check_delta(pair, mode, old, new, opts) -> incremental.Delta:
     """Delta over old == full load of new, in both directions."""
     inc, full = pair
     sync.load(inc, mode, sync.render(NODE, old, opts))
-    forward = incremental.apply_delta(inc, mode, old, new, NODE, opts)
+    forward = sync.apply_delta(inc, mode, old, new, NODE, opts)
     sync.load(full, mode, sync.render(NODE, new, opts))
     assert canonical(inc, mode) == canonical(full, mode)
-    incremental.apply_delta(inc, mode, new, old, NODE, opts)
+    sync.apply_delta(inc, mode, new, old, NODE, opts)
     sync.load(full, mode, sync.render(NODE, old, opts))
     assert canonical(inc, mode) == canonical(full, mode)
     return forward
@@ -235,7 +236,7 @@ def test_a_delta_over_rules_that_differ_fails_loudly(pair, mode) -> None:
     old = old_world()
     sync.load(inc, mode, sync.render(NODE, old[:1], opts))
     with pytest.raises(RuntimeError, match="failed in"):
-        incremental.apply_delta(inc, mode, old, new_world(old), NODE, opts)
+        sync.apply_delta(inc, mode, old, new_world(old), NODE, opts)
 
 
 # -- pure checks (no root) ---------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import netns
+from testbed.kernel import netns
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "iptables"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.txt"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.lab import Lab
+from testbed.live.lab import Lab
 from tests.lab.conftest import lab_namespaces, load_plan, state_files
 
 pytestmark = pytest.mark.lab
@@ -50,7 +50,7 @@ def test_client_cannot_reach_pod_or_service_addresses(lab):
 
 
 def test_nodes_forward_and_the_host_does_not_change(lab):
-    from testbed.netbuild import read_sysctl
+    from testbed.kernel.netbuild import read_sysctl
 
     for node in lab.plan.nodes:
         assert read_sysctl(lab.ns(node.name), "net/ipv4/ip_forward") == "1"
@@ -72,7 +72,7 @@ def test_build_and_teardown_leave_nothing(no_leaks):
 
 
 def test_a_failed_build_tears_down(no_leaks, monkeypatch):
-    from testbed import lab as lab_module
+    from testbed.live import proxy as lab_module  # the Lab loads rules through its proxy
 
     def boom(*_args, **_kw):
         raise RuntimeError("rules refused")

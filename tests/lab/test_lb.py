@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from testbed import lbview, measure, netns, runner, steps
-from testbed.capture import ACK, SYN
-from testbed.lab import Lab
-from testbed.records import DROPPED
+from testbed.core.records import DROPPED
+from testbed.kernel import lbview, netns
+from testbed.kernel.capture import ACK, SYN
+from testbed.live import runner, steps
+from testbed.live.lab import Lab
+from testbed.verdict import measure
 from tests.lab.conftest import SCENARIOS, run_testbed
 from tests.stats import fits
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from testbed import runner
-from testbed.records import COMPLETED, DELIVERED, DROPPED, REJECTED
+from testbed.core.records import COMPLETED, DELIVERED, DROPPED, REJECTED
+from testbed.live import runner
 
 pytestmark = pytest.mark.lab
 
@@ -143,7 +143,7 @@ def test_no_snat_client_gets_a_reply_from_the_pod_address_and_resets_it(mode):
 
 def test_a_wrong_expectation_fails_with_a_reason():
     """Three stories, each given a deliberately wrong expectation, must fail."""
-    from testbed.lab import Lab
+    from testbed.live.lab import Lab
 
     wrong = {
         "cluster-snat": {"source_ip": "client"},
@@ -177,7 +177,7 @@ def test_cli_exit_code_follows_the_verdicts(tmp_path):
 @pytest.mark.parametrize(("mode", "outcome"), [("iptables", DELIVERED), ("nftables", REJECTED)])
 def test_localhost_nodeports_work_only_in_iptables_mode(mode, outcome):
     """iptables mode DNATs 127.0.0.1:NodePort (route_localnet); nftables mode has no such rule."""
-    from testbed.lab import Lab
+    from testbed.live.lab import Lab
 
     with Lab.from_file(str(LIBRARY[0].parent / "node-traffic.yaml"), mode) as built:
         verdict = built.probe(source="node-1", address="127.0.0.1", port=30080, count=10)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from testbed import netns
+from testbed.core.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
+from testbed.kernel import netns
 from testbed.kubeproxy import nftables
-from testbed.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
 
 pytestmark = pytest.mark.lab
 

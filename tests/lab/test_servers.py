@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 from pyroute2 import IPRoute
 
-from testbed import netns
-from testbed.servers import Seen, ServerHub
+from testbed.kernel import netns
+from testbed.kernel.servers import Seen, ServerHub
 
 pytestmark = pytest.mark.lab
 

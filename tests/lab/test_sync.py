@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from testbed.kernel import rules as rules_sync
 from testbed.kubeproxy import incremental
-from testbed.kubeproxy import sync as rules_sync
-from testbed.lab import Lab
+from testbed.live.lab import Lab
 
 pytestmark = pytest.mark.lab
 

@@ -136,7 +136,7 @@ def state_root() -> Iterator[Path]:
 def nothing_left_behind() -> Iterator[None]:
     """Sweep stale namespaces of dead earlier runs; fail the session if ours remain."""
     if IS_ROOT:
-        from testbed import netns
+        from testbed.kernel import netns
 
         for name in netns_names():
             match = STALE.match(name)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed.yamlsrc import MAX_DOCUMENTS, MAX_NODES
+from testbed.core.yamlsrc import MAX_DOCUMENTS, MAX_NODES
 
 LAB = """apiVersion: testbed/v1alpha1
 kind: Lab

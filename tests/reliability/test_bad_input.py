@@ -25,8 +25,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from testbed import changes, scenario
-from testbed.scenario import ScenarioError
+from testbed.core import scenario
+from testbed.core.scenario import ScenarioError
+from testbed.live import changes
 from tests.reliability.conftest import IS_ROOT, LIBRARY, ROOT, Private, netns_names
 from tests.reliability.hostile import HOSTILE
 

@@ -125,7 +125,7 @@ def test_two_labs_of_one_scenario_coexist_and_give_the_same_verdicts(private: Pr
 
 
 def test_two_cleans_at_once_serialise_and_remove_everything_once(private: Private):
-    from testbed import netns
+    from testbed.kernel import netns
 
     for _ in range(2):  # two killed labs: namespaces and state files
         proc, _pid = private.stalled("up", "up", "default", "--foreground")

@@ -15,7 +15,7 @@ import signal
 
 import pytest
 
-from testbed.checkpoint import POINTS
+from testbed.kernel.checkpoint import POINTS
 from tests.reliability.conftest import Private, alive, wait_until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.lab]
@@ -93,7 +93,7 @@ def test_sigterm_to_a_building_daemon_tears_down(private: Private):
 
 def test_clean_never_guesses_by_name_a_lab_whose_record_is_gone(private: Private):
     """Without its record nothing says those namespaces are a lab's: clean names, keeps them."""
-    from testbed import netns
+    from testbed.kernel import netns
 
     proc, _pid = private.stalled("up", "up", "default", "--foreground")
     proc.send_signal(signal.SIGKILL)

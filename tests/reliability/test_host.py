@@ -202,7 +202,7 @@ class Sampler(threading.Thread):
 
 HOLDER = """
 import socket, sys, time
-from testbed import netns
+from testbed.kernel import netns
 host = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 host.bind(("127.0.0.1", 0))
 inside = netns.socket_in(sys.argv[1], socket.AF_INET, socket.SOCK_DGRAM)
@@ -215,7 +215,7 @@ time.sleep(60)
 
 def test_the_socket_detector_can_fail(private: Private):
     """A process with one host socket and two lab-namespace sockets: exactly one is flagged."""
-    from testbed import netns
+    from testbed.kernel import netns
 
     name = f"{private.prefix}detector"
     netns.create(name)

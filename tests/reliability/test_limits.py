@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from testbed import changes, limits, scenario, state
+from testbed.core import limits, scenario
+from testbed.kernel import state
+from testbed.live import changes
 from tests.reliability.conftest import ROOT, Private
 
 pytestmark = pytest.mark.reliability
@@ -103,7 +105,7 @@ def test_the_host_is_read():
 
 
 def test_lab_up_refuses_before_writing_its_state_file(huge):
-    from testbed.lab import Lab
+    from testbed.live.lab import Lab
 
     lab = Lab(huge)
     with pytest.raises(limits.LimitError):

@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.lab]
 API_OWNER = """
 import sys, time
 import testbed
-from testbed import signals
+from testbed.kernel import signals
 try:
     with signals.handled(), testbed.load("default") as lab:
         print(lab.id, flush=True)
@@ -177,8 +177,8 @@ def test_two_labs_drawing_the_same_id_never_touch_each_other(private: Private):
         """
         import sys
 
-        from testbed import lab as labmod
-        from testbed.lab import Lab, LabError
+        from testbed.live import lab as labmod
+        from testbed.live.lab import Lab, LabError
         draws = iter(["aaaa", "aaaa", "bbbb"])
         labmod.secrets.token_hex = lambda n: next(draws)
         first = Lab.from_file("scenarios/default.yaml", serve=False).up()
@@ -234,7 +234,7 @@ def test_an_owner_whose_record_is_removed_tears_down(private: Private):
 
 
 def processes_inside(private: Private) -> list[int]:
-    from testbed import netns, procs
+    from testbed.kernel import netns, procs
 
     return [p.pid for p in procs.inside([netns.path(n) for n in private.namespaces()])]
 
@@ -357,8 +357,8 @@ def test_a_running_lab_is_probed_from_its_own_copy_not_the_file(private: Private
 
 def test_a_labs_servers_remember_a_bounded_number_of_peers(private: Private):
     """What `testbed up` serves is remembered up to a bound (nothing reads it there)."""
-    from testbed import daemon
-    from testbed.lab import Lab
+    from testbed.live import daemon
+    from testbed.live.lab import Lab
 
     lab = Lab.from_file(str(ROOT / "scenarios" / "default.yaml"))
     lab.seen_limit = 3

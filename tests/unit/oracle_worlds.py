@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from testbed.model import (
+from testbed.core.model import (
     ClientPlan,
     ContainerPort,
     Endpoint,

@@ -6,8 +6,9 @@ import argparse
 
 import pytest
 
-from testbed import bench, topology
-from testbed.topology import Addr, Route, Sysctl, Veth, Wiring
+from testbed import bench
+from testbed.core import topology
+from testbed.core.topology import Addr, Route, Sysctl, Veth, Wiring
 
 
 def tiny_wiring() -> Wiring:

@@ -11,10 +11,11 @@ import pytest
 import yaml
 
 import testbed
-from testbed import builders, scenario
-from testbed import plan as planner
-from testbed.model import Expectation, Target
-from testbed.scenario import ScenarioError
+from testbed import builders
+from testbed.core import plan as planner
+from testbed.core import scenario
+from testbed.core.model import Expectation, Target
+from testbed.core.scenario import ScenarioError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import pkgutil
 import re
 from pathlib import Path
 
-from testbed import scenario
+from testbed.core import scenario
+
+# the loader is a package split by object kind: walk every module of it
+MODULES = [
+    importlib.import_module(f"{scenario.__name__}.{info.name}")
+    for info in pkgutil.iter_modules(scenario.__path__)
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "scenario-format.md"
@@ -21,7 +29,7 @@ def _names(node: ast.expr) -> set[str]:
     if isinstance(node, ast.Starred):
         return _names(node.value)
     if isinstance(node, ast.Name):
-        value = getattr(scenario, node.id, ())
+        value = next((getattr(m, node.id) for m in MODULES if hasattr(m, node.id)), ())
         return {v for v in value if isinstance(v, str)}
     if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "_words":
         return set(node.args[0].value.split())  # type: ignore[attr-defined]
@@ -32,9 +40,9 @@ def _names(node: ast.expr) -> set[str]:
 
 def loader_fields() -> set[str]:
     """Every field name the loader accepts or refuses by name (`.mapping(known, ...)`)."""
-    tree = ast.parse(Path(scenario.__file__).read_text())
+    trees = [ast.parse(Path(m.__file__).read_text()) for m in MODULES]
     fields: set[str] = set()
-    for node in ast.walk(tree):
+    for node in (n for tree in trees for n in ast.walk(tree)):
         if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "mapping":
             if node.args:
                 fields |= _names(node.args[0])
@@ -43,7 +51,8 @@ def loader_fields() -> set[str]:
                     fields |= _names(kw.value)
             if len(node.args) > 2:
                 fields |= _names(node.args[2])
-    for name, value in vars(scenario).items():  # refused fields kept in module constants
+    constants = {k: v for m in MODULES for k, v in vars(m).items()}
+    for name, value in constants.items():  # refused fields kept in module constants
         if name.endswith("_UNSUPPORTED") and isinstance(value, dict):
             fields |= set(value)
     return fields

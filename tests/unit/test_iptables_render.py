@@ -30,9 +30,9 @@ from pathlib import Path
 
 import pytest
 
+from testbed.core.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
 from testbed.kubeproxy import iptables, names
 from testbed.kubeproxy.endpoints import categorize, decide
-from testbed.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "iptables"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"

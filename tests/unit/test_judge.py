@@ -7,10 +7,11 @@ import math
 import pytest
 from oracle_worlds import CLIENT_IP, N1, N2, VIP, probe, world
 
-from testbed.judge import ALPHA, chi2_sf, chi_square, judge, path_text, upper_gamma_q
-from testbed.model import Expectation, LoadBalancerConfig
-from testbed.oracle import predict
-from testbed.records import Attempt, Hop, Observation
+from testbed.core.model import Expectation, LoadBalancerConfig
+from testbed.core.records import Attempt, Hop, Observation
+from testbed.verdict.judge import ALPHA, chi_square, judge, path_text
+from testbed.verdict.oracle import predict
+from testbed.verdict.statistics import chi2_sf, upper_gamma_q
 
 # -- chi-square ----------------------------------------------------------------------------
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from testbed import lbview, steps
-from testbed.model import (
+from testbed.core.model import (
     HealthCheckConfig,
     LoadBalancerConfig,
     Network,
@@ -12,7 +11,9 @@ from testbed.model import (
     ProxyOptions,
     ServicePlan,
 )
-from testbed.topology import NS_PREFIX
+from testbed.core.topology import NS_PREFIX
+from testbed.kernel import lbview
+from testbed.live import steps
 
 
 def plan() -> Plan:

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from testbed import measure
-from testbed.judge import Verdict
-from testbed.oracle import Fate, Prediction
-from testbed.records import Attempt, Observation
-from testbed.report import ScenarioResult, table
+from testbed.core.records import Attempt, Observation
+from testbed.verdict import measure
+from testbed.verdict.judge import Verdict
+from testbed.verdict.oracle import Fate, Prediction
+from testbed.verdict.report import ScenarioResult, table
 
 
 def attempt(entry: str, serving: str, connect: float | None = 0.2, rtt: float | None = 0.5, **kw):
@@ -209,7 +209,7 @@ def test_table_shows_a_verdicts_lines_under_its_row():
 
 def test_plots_write_readable_pngs(tmp_path):
     pytest.importorskip("matplotlib")
-    from testbed import plots
+    from testbed.verdict import plots
 
     counts = {"p-0": 70, "p-1": 65, "p-2": 66, "lone": 199}
     first, second = share_verdict("packed", counts), share_verdict("again", counts)
@@ -253,7 +253,7 @@ def test_plots_write_readable_pngs(tmp_path):
 def test_plots_say_how_to_get_matplotlib_when_it_is_missing(monkeypatch):
     import builtins
 
-    from testbed import plots
+    from testbed.verdict import plots
 
     real = builtins.__import__
 

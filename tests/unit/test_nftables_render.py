@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from testbed.core.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
 from testbed.kubeproxy import nftables
-from testbed.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "nftables"
 UPSTREAM_DUMP = GOLDEN / "kube-proxy-TestOverallNFTablesRules.txt"

@@ -1,7 +1,7 @@
 """The no-snat fault removes the Cluster path's masquerade only, in both proxy modes."""
 
+from testbed.core.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
 from testbed.kubeproxy import iptables, nftables
-from testbed.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
 
 NODE = NodePlan("node-1", 1, "172.18.0.11", "10.244.1.0/24", "10.244.1.1")
 

@@ -23,8 +23,8 @@ from oracle_worlds import (
     world,
 )
 
-from testbed.model import LoadBalancerConfig
-from testbed.oracle import OracleError, Prediction, default_lb_nodes, predict, usable
+from testbed.core.model import LoadBalancerConfig
+from testbed.verdict.oracle import OracleError, Prediction, default_lb_nodes, predict, usable
 
 
 def by_pod(pred: Prediction) -> dict[str, set[str]]:

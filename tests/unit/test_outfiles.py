@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import outfiles
+from testbed.core import outfiles
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from testbed import procs, signals, state
+from testbed.kernel import procs, signals, state
 
 
 def test_a_process_is_its_pid_and_start_time():

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from testbed import scenario
-from testbed.model import Endpoint, Target
-from testbed.plan import describe, plan
-from testbed.scenario import ScenarioError
+from testbed.core import scenario
+from testbed.core.model import Endpoint, Target
+from testbed.core.plan import describe, plan
+from testbed.core.scenario import ScenarioError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from testbed import changes, scenario, topology
-from testbed import plan as planner
-from testbed.scenario import ScenarioError
+from testbed.core import plan as planner
+from testbed.core import scenario, topology
+from testbed.core.scenario import ScenarioError
+from testbed.live import changes
 
 ROOT = Path(__file__).resolve().parents[2]
 REPLAY = ROOT / "tests" / "data" / "replay"

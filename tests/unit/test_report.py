@@ -10,10 +10,10 @@ import jsonschema
 import pytest
 from oracle_worlds import CLIENT_IP, N2, probe, world
 
-from testbed.judge import ALPHA, judge
-from testbed.oracle import predict
-from testbed.records import Attempt, Hop, Observation
-from testbed.report import ScenarioResult, summary_line, table, to_json, to_junit
+from testbed.core.records import Attempt, Hop, Observation
+from testbed.verdict.judge import ALPHA, judge
+from testbed.verdict.oracle import predict
+from testbed.verdict.report import ScenarioResult, summary_line, table, to_json, to_junit
 
 SCHEMA = json.loads(
     (Path(__file__).parents[1] / "schemas" / "report.schema.json").read_text(encoding="utf-8")
@@ -140,7 +140,7 @@ def test_table_counts_completed_first_and_says_who_reported_each_source() -> Non
 
 
 def report_cells(observed: dict) -> tuple[str, str]:
-    from testbed.report import _completed, _sources
+    from testbed.verdict.report import _completed, _sources
 
     return _completed(observed), _sources(observed)
 

@@ -11,10 +11,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from testbed import plan as planner
-from testbed import scenario, yamlsrc
-from testbed.model import Expectation, Target
-from testbed.scenario import ScenarioError
+from testbed.core import plan as planner
+from testbed.core import scenario, yamlsrc
+from testbed.core.model import Expectation, Target
+from testbed.core.scenario import ScenarioError
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"

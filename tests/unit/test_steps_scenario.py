@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from testbed import scenario
-from testbed.model import Target
-from testbed.scenario import ScenarioError
+from testbed.core import scenario
+from testbed.core.model import Target
+from testbed.core.scenario import ScenarioError
 
 LAB = """\
 apiVersion: testbed/v1alpha1

@@ -1,11 +1,19 @@
 """The wiring decided from a plan: names, addresses and routes, no root needed."""
 
-from testbed import topology
-from testbed.model import ClientPlan, Network, NodePlan, Plan, PodPlan, ProxyOptions, ServicePlan
+from testbed.core import topology
+from testbed.core.model import (
+    ClientPlan,
+    Network,
+    NodePlan,
+    Plan,
+    PodPlan,
+    ProxyOptions,
+    ServicePlan,
+)
 
 
 def small_plan(mode: str = "iptables", lb_mode: str = "ecmp") -> Plan:
-    from testbed.model import LoadBalancerConfig
+    from testbed.core.model import LoadBalancerConfig
 
     nodes = tuple(
         NodePlan(f"node-{i}", i, f"172.18.0.{10 + i}", f"10.244.{i}.0/24", f"10.244.{i}.1")

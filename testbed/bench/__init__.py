@@ -1,0 +1,190 @@
+"""`testbed bench`: how fast the lab builds, syncs rules and probes, each next to its floor.
+
+Every figure is the median of several repetitions after a warm-up, printed with
+its spread, a baseline (the fastest known way to do the same work on this
+machine: `ip -batch`, the rule loader itself, a bare interpreter) and a target,
+and written to JSON with every sample. A missed target is a finding, not a
+failure: the exit status is 0 whenever every measurement ran.
+
+Namespaces the benchmark makes itself are named `tbb-<pid>-...`; labs use
+their own ids and `Lab.down()`. Both are removed on every exit path, Ctrl-C
+included. Heavy modules are imported inside the measurements, so that adding
+this command to the CLI costs nothing at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+# the sections and what the command, scripts and tests use of them
+from testbed.bench.figures import SECTIONS, Figure, iqr, median, spread, table
+from testbed.bench.labs import bench_default, bench_scale, child_scale
+from testbed.bench.probes import bench_memory, bench_probes, bench_startup, probe_batches
+from testbed.bench.rules import bench_rules
+from testbed.bench.sandbox import Sandbox, scale_plan, wiring_seconds
+from testbed.bench.worlds import Config, bulk_services, ip_batch, one_change
+
+__all__ = [  # what the command line, scripts and tests use of the sections
+    "BENCHES",
+    "SECTIONS",
+    "Config",
+    "Figure",
+    "add_command",
+    "bulk_services",
+    "ip_batch",
+    "iqr",
+    "main",
+    "median",
+    "one_change",
+    "parse_only",
+    "probe_batches",
+    "run",
+    "scale_plan",
+    "spread",
+    "table",
+    "wiring_seconds",
+]
+
+BENCHES: dict[str, Callable[[Config, Sandbox, Callable[[str], None]], list[Figure]]] = {
+    "default": bench_default,
+    "scale": bench_scale,
+    "rules": bench_rules,
+    "probes": bench_probes,
+    "startup": bench_startup,
+    "memory": bench_memory,
+}
+
+
+# -- command line ------------------------------------------------------------------------
+
+
+def _machine() -> dict[str, Any]:
+    def version(argv: list[str]) -> str:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+        return (done.stdout or done.stderr).strip().splitlines()[0] if done.returncode == 0 else "?"
+
+    return {
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "iptables": version(["iptables", "-V"]),
+        "nft": version(["nft", "--version"]),
+        "ip": version(["ip", "-V"]),
+    }
+
+
+def parse_only(text: str | None) -> list[str]:
+    if not text:
+        return list(SECTIONS)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        raise ValueError(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    return [n for n in SECTIONS if n in names]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", metavar="FILE", help="write every figure and sample here")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repetitions and smaller sizes: a smoke run"
+    )
+    parser.add_argument(
+        "--only", metavar="NAME,...", help=f"run only these sections ({', '.join(SECTIONS)})"
+    )
+    parser.add_argument("--child-scale", help=argparse.SUPPRESS)
+    parser.add_argument("--lab-id", help=argparse.SUPPRESS)
+
+
+def add_command(sub: Any) -> None:
+    """Add `bench` to the `testbed` command's sub-parsers."""
+    parser = sub.add_parser("bench", help="measure build, rule sync and probe speed (root)")
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.child_scale:
+        return child_scale(args.child_scale, args.lab_id or f"bench{os.getpid()}")
+    if os.geteuid() != 0:
+        print("testbed bench: needs root (CAP_NET_ADMIN): run with sudo", file=sys.stderr)
+        return 2
+    try:
+        sections = parse_only(args.only)
+    except ValueError as exc:
+        print(f"testbed bench: {exc}", file=sys.stderr)
+        return 2
+    from testbed.kernel import signals
+
+    cfg = Config.quick() if args.quick else Config()
+    sandbox = Sandbox()
+    figures: list[Figure] = []
+    errors: dict[str, str] = {}
+    started = time.time()
+    clock = time.monotonic()
+
+    def log(text: str) -> None:
+        print(f"[{time.monotonic() - clock:6.1f}s] {text}", file=sys.stderr, flush=True)
+
+    code = 0
+    try:
+        with signals.handled():
+            try:
+                for name in sections:
+                    try:
+                        figures += BENCHES[name](cfg, sandbox, log)
+                    except Exception as exc:  # one broken section must not hide the others
+                        errors[name] = f"{type(exc).__name__}: {exc}"
+                        log(f"{name}: failed: {errors[name]}")
+                        code = 1
+            finally:
+                left = sandbox.sweep()
+                if left:
+                    log(f"removed {len(left)} leftover namespaces")
+    except signals.Interrupted as exc:
+        print(
+            f"testbed bench: interrupted by {exc}; everything it made was removed", file=sys.stderr
+        )
+        return exc.exit_code
+    elapsed = time.monotonic() - clock
+    print(table(figures))
+    for name, error in errors.items():
+        print(f"section {name} failed: {error}")
+    for failure in sandbox.failures:
+        print(f"failed: {failure}")
+        code = 1
+    print(f"\n{len(figures)} figures in {elapsed:.0f} s ({'quick' if args.quick else 'full'} run)")
+    if args.json:
+        report = {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "seconds": round(elapsed, 1),
+            "quick": bool(args.quick),
+            "sections": sections,
+            "machine": _machine(),
+            "config": {k: v for k, v in vars(cfg).items()},
+            "figures": [f.to_json() for f in figures],
+            "errors": errors,
+            "failures": sandbox.failures,
+        }
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=1)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="testbed bench",
+        description="Measure how fast the lab builds, syncs rules and probes, against floors.",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,261 @@
+"""The `testbed` command: a thin layer over scenario loading, planning and Lab.
+
+Heavy imports (pyroute2, Scapy) happen inside the commands that need them so
+`testbed --help` and `testbed plan` start fast and work without root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from testbed.cli.common import (  # noqa: F401  (the names commands and tests use)
+    LIBRARY,
+    NEEDS_ROOT,
+    PROG,
+    CliError,
+    Parser,
+    check_limits,
+    find_lab,
+    library,
+    load_both,
+    load_plan,
+    print_warnings,
+    require_root,
+    resolve_scenario,
+)
+
+# -- commands ------------------------------------------------------------------
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from testbed.core import limits
+    from testbed.core import plan as planner
+
+    scenario, planned = load_both(args.scenario, args.proxy_mode)
+    print_warnings(scenario)
+    print(planner.describe(planned))
+    text = limits.message(planned)
+    if text is not None:
+        print(f"warning: {text}")
+    return 0
+
+
+def summary(lab) -> str:
+    plan = lab.plan
+    lines = [f"lab {lab.id} is up ({plan.name}, proxy mode {plan.proxy.mode})"]
+    for node in plan.nodes:
+        pods = [p for p in plan.pods if p.node == node.name]
+        listed = ", ".join(f"{p.name} {p.ip}" for p in pods) or "no pods"
+        lines.append(f"  {node.name:<10} {node.ip:<15} pods: {listed}")
+    for client in plan.clients:
+        lines.append(f"  {client.name:<10} {client.ip:<15} (external client)")
+    for svc in plan.services:
+        ports = ", ".join(
+            f"{p.port}/{p.protocol}" + (f" nodePort {p.node_port}" if p.node_port else "")
+            for p in svc.ports
+        )
+        extra = f" LB {', '.join(svc.lb_ips)}" if svc.lb_ips else ""
+        lines.append(
+            f"  service {svc.key} {svc.type} {svc.cluster_ip} {ports}{extra}"
+            f" externalTrafficPolicy={svc.external_policy}"
+        )
+    first = plan.clients[0].name if plan.clients else plan.nodes[0].name
+    lines.append(f"try: sudo testbed exec {first} -- ping -c1 {plan.nodes[-1].ip}")
+    lines.append(f"stop: sudo testbed down {lab.id}")
+    return "\n".join(lines)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    require_root()
+    scenario, plan = load_both(args.scenario, args.proxy_mode)
+    check_limits(plan)
+    print_warnings(scenario)
+    from testbed.live import daemon
+
+    try:
+        return daemon.up(plan, scenario, foreground=args.foreground, print_summary=summary)
+    except daemon.BuildFailed as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stop the lab's owner and make sure it went; then remove whatever it left."""
+    require_root()
+    from testbed.kernel import state
+
+    found = find_lab(args.lab)
+    with state.locked():
+        how = state.stop_owner(found)
+        try:
+            current = state.load(found.id)
+        except (OSError, ValueError, TypeError):
+            current = None
+        removed, ended = [], []
+        if current is None or (current.pid, current.start) == (found.pid, found.start):
+            removed, ended = state.remove_lab(found)
+    owner = {
+        "stopped": f"its owner (pid {found.pid}) tore it down",
+        "killed": f"its owner (pid {found.pid}) did not stop in time and was killed",
+        "gone": "its owner was not running",
+    }[how]
+    left = [r for r in removed if r.startswith("namespace ")]
+    extra = f"; removed {len(left)} leftover namespaces" if left else ""
+    if ended:
+        extra += f"; ended {len(ended)} processes left inside it: " + ", ".join(
+            f"{p.pid} ({p.name})" for p in ended
+        )
+    print(f"lab {found.id} is down: {owner}{extra}")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from testbed.kernel import state
+
+    labs = state.all_states()
+    if not labs:
+        print("no labs")
+        return 0
+    for lab in labs:
+        alive = (
+            (lab.status if lab.status == "building" else "up")
+            if state.owner_alive(lab)
+            else "orphaned (testbed clean removes it)"
+        )
+        print(
+            f"{lab.id:<28} {lab.name:<20} {lab.proxy_mode:<9} {len(lab.namespaces):>3} ns  {alive}"
+        )
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    require_root()
+    found = find_lab(args.lab)
+    from testbed.core.topology import ns_name
+
+    ns = ns_name(found.id, args.name)
+    if ns not in found.namespaces:
+        known = ", ".join(n.removeprefix(ns_name(found.id, "")) for n in found.namespaces)
+        raise CliError(f"no namespace {args.name!r} in lab {found.id} (known: {known})", 2)
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise CliError("exec needs a command after --, e.g. testbed exec client -- ping -c1 ...", 2)
+    sys.stdout.flush()
+    os.execvp("ip", ["ip", "netns", "exec", ns, *argv])
+    return 0  # not reached
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    require_root()
+    refs = args.refs
+    lab_ref, node = (None, refs[0]) if len(refs) == 1 else (refs[0], refs[1])
+    found = find_lab(lab_ref)
+    from testbed.core.topology import ns_name
+    from testbed.kernel import rules as sync
+
+    ns = ns_name(found.id, node)
+    if ns not in found.namespaces:
+        raise CliError(f"no node {node!r} in lab {found.id}", 2)
+    sys.stdout.write(sync.dump(ns, found.proxy_mode))
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    require_root()
+    from testbed.kernel import state
+
+    done = state.clean(everything=args.all)
+    for line in done.stopped:
+        print(f"stopped {line}")
+    for line in done.removed:
+        print(f"removed {line}")
+    removed = done.removed
+    print(f"clean: removed {len(removed)} leftovers" if removed else "clean: nothing to remove")
+    for lab in done.kept:
+        print(f"clean: kept lab {lab}, which is still running (testbed down {lab}, or clean --all)")
+    if done.unrecorded:
+        shown = ", ".join(done.unrecorded[:5]) + (" ..." if len(done.unrecorded) > 5 else "")
+        print(
+            f"clean: left alone {len(done.unrecorded)} namespaces no lab record owns"
+            f" ({shown}); ip netns delete NAME removes one"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog=PROG,
+        description="A packet-level lab that shows how kube-proxy handles Service traffic.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    modes = ["iptables", "nftables"]
+
+    p = sub.add_parser("plan", help="print the planned lab of a scenario (no root needed)")
+    p.add_argument("scenario", nargs="?", help="scenario file or built-in name (default: default)")
+    p.add_argument("--proxy-mode", choices=modes)
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("up", help="build a lab and leave it running")
+    p.add_argument("scenario", nargs="?", help="scenario file or built-in name (default: default)")
+    p.add_argument("--proxy-mode", choices=modes)
+    p.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C tears down")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("down", help="tear down a lab")
+    p.add_argument("lab", nargs="?", help="lab id or name (default: the only lab up)")
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("ls", help="list labs")
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("exec", help="run a command in a node, pod or client namespace")
+    p.add_argument("--lab", help="lab id or name (default: the only lab up)")
+    p.add_argument("name", help="node, pod or client name, or 'edge'")
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    p.set_defaults(func=cmd_exec)
+
+    p = sub.add_parser("rules", help="print the rules loaded on a node")
+    p.add_argument("refs", nargs="+", metavar="[LAB] NODE")
+    p.set_defaults(func=cmd_rules)
+
+    p = sub.add_parser("clean", help="remove what killed or crashed labs left behind")
+    p.add_argument("--all", action="store_true", help="also stop and remove labs still running")
+    p.set_defaults(func=cmd_clean)
+
+    from testbed import bench, upstream
+    from testbed.cli import run as runcli
+
+    runcli.add_commands(sub, modes)
+    bench.add_command(sub)
+    upstream.add_command(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure is one line on stderr (TESTBED_DEBUG=1: a traceback)."""
+    from testbed.kernel import signals
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "rules" and len(args.refs) > 2:
+        parser.error("rules takes [LAB] NODE")
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.code
+    except signals.Interrupted as exc:
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `testbed plan | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        if os.environ.get("TESTBED_DEBUG"):
+            raise
+        text = (str(exc).strip().splitlines() or [""])[0]
+        print(f"{PROG}: {args.command} failed: {type(exc).__name__}: {text}", file=sys.stderr)
+        return 2

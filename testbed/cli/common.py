@@ -1,0 +1,95 @@
+"""What every command shares: the one-line error, root check, loading, finding a lab.
+
+Imports inside functions keep `testbed --help` from loading YAML, netaddr or netlink.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from testbed.core.errors import NotFound, TestbedError
+from testbed.core.library import LIBRARY, library, resolve  # noqa: F401  (commands list the library)
+
+PROG = "testbed"
+NEEDS_ROOT = "needs root (CAP_NET_ADMIN): run with sudo"
+
+
+class CliError(TestbedError):
+    """Bad input or a failed command: one line on stderr, exit 2 (1 is for failed verdicts)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an argument error is one line (usage is what --help is for)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise CliError(NEEDS_ROOT, 2)
+
+
+def resolve_scenario(arg: str | None) -> Path:
+    """A path, or the name of a scenario in the built-in library."""
+    try:
+        return resolve(arg)
+    except NotFound as exc:
+        raise CliError(str(exc), 2) from None
+
+
+def load_both(arg: str | None, proxy_mode: str | None = None):
+    """(scenario, plan) of a scenario file or built-in name; bad input exits 2."""
+    from testbed.core import load
+    from testbed.core.scenario import ScenarioError
+
+    try:
+        return load.load_both(str(resolve_scenario(arg)), proxy_mode)
+    except ScenarioError as exc:  # every problem of the file, one `testbed: ` line each
+        raise CliError(f"\n{PROG}: ".join(exc.lines()), 2) from None
+
+
+def print_warnings(scenario) -> None:
+    """What the scenario loads with but the user should know, on stderr."""
+    for warning in scenario.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def load_plan(arg: str | None, proxy_mode: str | None = None):
+    return load_both(arg, proxy_mode)[1]
+
+
+def check_limits(plan) -> None:
+    """A lab larger than this machine can hold is bad input: exit 2 before building."""
+    from testbed.core import limits
+
+    text = limits.message(plan)
+    if text is not None:
+        raise CliError(text, 2)
+
+
+def find_lab(ref: str | None):
+    from testbed.kernel import state
+
+    labs = state.all_states()
+    if ref is None:
+        if len(labs) == 1:
+            return labs[0]
+        if not labs:
+            raise CliError("no lab is up (start one with: testbed up SCENARIO)")
+        ids = ", ".join(s.id for s in labs)
+        raise CliError(f"several labs are up ({ids}): name one")
+    exact = [s for s in labs if s.id == ref]
+    named = exact or [s for s in labs if s.name == ref or s.id.startswith(ref)]
+    if len(named) == 1:
+        return named[0]
+    if not named:
+        raise CliError(f"no lab {ref!r} (testbed ls lists them)")
+    raise CliError(f"{ref!r} matches several labs: {', '.join(s.id for s in named)}")

@@ -1,0 +1,253 @@
+"""`testbed run` and `testbed probe`: the commands that produce verdicts.
+
+As in the rest of the CLI, each command imports what it needs when it runs, so
+`testbed --help` and `testbed plan` start fast and work without root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from dataclasses import replace
+
+from testbed.cli.common import (
+    PROG,
+    CliError,
+    check_limits,
+    find_lab,
+    library,
+    load_both,
+    print_warnings,
+    require_root,
+    resolve_scenario,
+)
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+
+    def show(text: str) -> None:
+        sys.stderr.write(f"\r\x1b[K  running {text}")
+        sys.stderr.flush()
+
+    return show
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    require_root()
+    from testbed.live import runner
+    from testbed.verdict import report
+    from testbed.verdict.report import ScenarioResult
+
+    paths = [str(resolve_scenario(s)) for s in args.scenarios] or [str(p) for p in library()]
+    if not paths:
+        raise CliError("no scenarios to run", 2)
+    loaded = {}
+    refused: dict[str, ScenarioResult] = {}
+    for path in paths:  # bad input is refused before any lab is built
+        try:
+            loaded[path] = load_both(path, args.proxy_mode)
+            check_limits(loaded[path][1])
+        except CliError as exc:
+            if len(paths) == 1:
+                raise
+            # with several scenarios a bad one is an error row; the others still run
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            loaded.pop(path, None)
+            error = "; ".join(line.removeprefix(f"{PROG}: ") for line in str(exc).split("\n"))
+            mode = args.proxy_mode or "iptables"
+            refused[path] = ScenarioResult(os.path.basename(path), path, mode, 0.0, (), error)
+    for path in loaded:
+        print_warnings(loaded[path][0])
+    if args.plots:
+        from testbed.verdict import plots
+
+        if not plots.available():
+            raise CliError(plots.MISSING, 2)
+    outputs = _open_outputs(args)  # a path that cannot be written fails now, not after the run
+    progress = _progress(sys.stderr.isatty() and not args.quiet)
+    results = []
+    from testbed.kernel import signals
+
+    try:
+        with signals.handled():
+            for path in paths:
+                if path in refused:
+                    results.append(refused[path])
+                    print(report.table([refused[path]], summary=False) + "\n", flush=True)
+                    continue
+                result, observed = runner.run_path(
+                    path, args.proxy_mode, args.pcap, progress, loaded[path]
+                )
+                result = replace(result, warnings=loaded[path][0].warnings)
+                results.append(result)
+                if args.plots:
+                    _plot(args.plots, loaded[path][0], result, observed)
+                if progress:
+                    sys.stderr.write("\r\x1b[K")
+                print(report.table([result], summary=False) + "\n", flush=True)
+    except signals.Interrupted as exc:
+        for handle in outputs.values():
+            handle.close()
+        print(f"testbed: interrupted by {exc}; the lab was torn down", file=sys.stderr)
+        return exc.exit_code
+    print(report.summary_line(results))
+    if "json" in outputs:
+        with outputs["json"] as handle:
+            handle.write(json.dumps(report.to_json(results), indent=1).encode())
+    if "junit" in outputs:
+        with outputs["junit"] as handle:
+            handle.write(report.to_junit(results).encode())
+    if refused and not loaded:
+        return 2  # nothing could run: bad input, as with one scenario
+    return 0 if all(r.passed for r in results) else 1
+
+
+def _open_outputs(args: argparse.Namespace) -> dict:
+    """Open --json/--junit and make --pcap/--plots directories before anything is built."""
+    import os
+
+    from testbed.core import outfiles
+
+    opened = {}
+    try:
+        for key in ("json", "junit"):
+            if getattr(args, key):
+                opened[key] = outfiles.open_file(getattr(args, key))
+        for key in ("pcap", "plots"):
+            if getattr(args, key):
+                os.close(outfiles.directory(getattr(args, key)))
+    except outfiles.OutputError as exc:
+        for handle in opened.values():
+            handle.close()
+        raise CliError(str(exc), 2) from None
+    return opened
+
+
+def _plot(directory: str, scenario, result, observed) -> None:
+    from testbed.verdict import plots
+
+    probes = [*scenario.lab.probes, *(s.probe for s in scenario.lab.steps if s.probe)]
+    paced = {p.name for p in probes if p.measure_latency}
+    for written in plots.write(directory, result, observed, paced):
+        print(f"wrote {written}", file=sys.stderr)
+
+
+def attach(found):
+    """A handle on a running lab, from the copy of its scenario and plan it keeps."""
+    from testbed.live.lab import Lab, LabError
+
+    try:
+        return Lab.attach(found)
+    except LabError as exc:
+        raise CliError(str(exc), 2) from None
+
+
+def cmd_lb(args: argparse.Namespace) -> int:
+    require_root()
+    from testbed.kernel import lbview
+
+    found = find_lab(args.lab)
+    lab = attach(found)
+    lab.close()
+    hashing = lbview.read_hash(lbview.ns_name(found.id, lbview.EDGE))
+    print(lbview.describe(lab.plan, found.id, lbview.look(lab.plan, found.id), hashing))
+    return 0
+
+
+def count(text: str) -> int:
+    """--count, checked as the scenario field `count` is."""
+    from testbed.core.scenario import MAX_PROBE_COUNT
+
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PROBE_COUNT:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside 1-{MAX_PROBE_COUNT}")
+    return int(text)
+
+
+def port(text: str) -> int | str:
+    """--port: a number 1-65535 or a port name (IANA_SVC_NAME), as in a Service."""
+    if text.isdigit():
+        if not 1 <= int(text) <= 65535:
+            raise argparse.ArgumentTypeError(f"{text} is outside the port range 1-65535")
+        return int(text)
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?", text) or text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a port number nor a port name")
+    return text
+
+
+def ipv4(text: str) -> str:
+    """--address: a dotted IPv4 address (no name lookups)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    require_root()
+    from testbed.kernel import state
+    from testbed.live.lab import LabError
+    from testbed.verdict import report
+
+    found = find_lab(args.lab)
+    lab = attach(found)
+    try:
+        verdict = lab.probe(
+            source=args.source,
+            service=args.to,
+            via=args.via,
+            node=args.node,
+            port=args.port,
+            count=args.count,
+            protocol=args.protocol,
+            address=args.address,
+        )
+    except LabError as exc:
+        raise CliError(str(exc), 2) from None
+    except Exception:
+        if not state.owner_alive(found):
+            raise CliError(f"lab {found.id} went down while it was being probed", 2) from None
+        raise
+    finally:
+        lab.close()
+    result = report.ScenarioResult(found.name, found.file, found.proxy_mode, 0.0, (verdict,))
+    print(report.table([result]))
+    return 0 if verdict.passed else 1
+
+
+def add_commands(sub, modes: list[str]) -> None:
+    p = sub.add_parser("run", help="build each scenario, probe it with real packets, judge")
+    p.add_argument("scenarios", nargs="*", help="scenario files or names (default: the library)")
+    p.add_argument("--proxy-mode", choices=modes, help="override each scenario's proxyMode")
+    p.add_argument("--json", metavar="FILE", help="write the JSON report here")
+    p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report here")
+    p.add_argument("--pcap", metavar="DIR", help="write one pcap per probe and hop here")
+    p.add_argument("--plots", metavar="DIR", help="draw shares and latency as PNG files here")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("lb", help="show the edge load balancer of a lab left up: routes, checks")
+    p.add_argument("lab", nargs="?", help="lab id or name (default: the only lab up)")
+    p.set_defaults(func=cmd_lb)
+
+    p = sub.add_parser("probe", help="probe a lab left up by `testbed up`")
+    p.add_argument("lab", nargs="?", help="lab id or name (default: the only lab up)")
+    p.add_argument("--from", dest="source", required=True, help="client, pod or node name")
+    p.add_argument("--to", help="service (name or namespace/name)")
+    p.add_argument(
+        "--via",
+        default="clusterIP",
+        choices=["clusterIP", "nodePort", "loadBalancer", "externalIP"],
+    )
+    p.add_argument("--node", help="for --via nodePort: whose address")
+    p.add_argument("--port", type=port, help="service port number or name (default: the first)")
+    p.add_argument("--address", type=ipv4, help="a raw target IPv4 address instead of a service")
+    p.add_argument("--protocol", choices=["TCP", "UDP"], help="default: the service port's")
+    p.add_argument("--count", type=count, default=10, help="attempts (1-100000, default 10)")
+    p.set_defaults(func=cmd_probe)

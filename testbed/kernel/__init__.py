@@ -1,0 +1,1 @@
+"""What touches the kernel: namespaces, links, rule loading, captures, probes, servers."""

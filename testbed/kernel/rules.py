@@ -1,0 +1,38 @@
+"""Load rendered rules into a node: one restore per node per sync, never a call per rule."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from testbed.core.model import NodePlan, ProxyOptions, ServicePlan
+from testbed.kernel.shell import run_in
+from testbed.kubeproxy import incremental
+from testbed.kubeproxy.incremental import Delta
+from testbed.kubeproxy.sync import loader, render  # noqa: F401  (callers render and load here)
+
+
+def load(ns: str, mode: str, text: str, check: bool = False) -> None:
+    """Feed the whole ruleset to the node's loader in one transaction."""
+    run_in(ns, loader(mode, check), text)
+
+
+def dump(ns: str, mode: str) -> str:
+    """What the node holds now, as the kernel reports it."""
+    argv = ["nft", "list", "table", "ip", "kube-proxy"] if mode == "nftables" else ["iptables-save"]
+    return run_in(ns, argv)
+
+
+def apply_delta(
+    ns: str,
+    mode: str,
+    old_services: Sequence[ServicePlan],
+    new_services: Sequence[ServicePlan],
+    node: NodePlan,
+    opts: ProxyOptions,
+) -> Delta:
+    """Load the delta into namespace `ns`, which must hold exactly the rules of `old_services`."""
+    change = incremental.delta(mode, old_services, new_services, node, opts)
+    if change.empty:
+        return change
+    run_in(ns, incremental.loader(mode, change.full), change.text)
+    return change

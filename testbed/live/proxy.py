@@ -1,0 +1,115 @@
+"""The seam between the lab and kube-proxy: program nodes, answer health checks, stop.
+
+`Proxy` is all the Lab asks of kube-proxy. `RenderedProxy` is its first implementation:
+it renders kube-proxy's rules itself (kubeproxy/), loads them into each node in one
+batch (kernel/rules.py), and answers the health checks from the lab's server hub with
+counts taken from the EndpointSlices it programmed (kubeproxy/endpoints.py), never
+from the oracle, so the model and the system under test can disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from testbed.core.model import NodePlan, Plan, ServicePlan
+from testbed.core.topology import Wiring
+from testbed.kernel import rules as rules_sync
+from testbed.kernel.servers import ServerHub
+from testbed.kubeproxy.endpoints import local_ready
+
+
+class Proxy(Protocol):
+    """kube-proxy on every node of one lab, as the Lab drives it."""
+
+    def program(self, ns: str, node: NodePlan, previous: Plan | None, current: Plan) -> str:
+        """Bring one node to `current`'s Services and EndpointSlices.
+
+        `previous` is what the node holds (None: nothing yet, load in full). Says how:
+        "full", "delta" (only what changed) or "fallback" (a delta failed; loaded in full).
+        """
+        ...
+
+    def health_count(self, svc: ServicePlan, node: str) -> int:
+        """The local endpoints a node's healthCheckNodePort reports for `svc` (200 if > 0)."""
+        ...
+
+    def answer_health(self, plan: Plan, wiring: Wiring) -> None:
+        """Make every node's health checks answer as `plan` says."""
+        ...
+
+    def set_healthy(self, node: str, healthy: bool) -> None:
+        """Mark kube-proxy on a node (un)healthy: its checks answer 503 while unhealthy."""
+        ...
+
+    def rules(self, ns: str, mode: str) -> str:
+        """What a node holds now, as the kernel reports it."""
+        ...
+
+    def stop(self) -> None:
+        """Stop answering; rules go with the namespaces."""
+        ...
+
+
+class RenderedProxy:
+    """Our own renderer and loader, with health answers served by the lab's hub."""
+
+    def __init__(self, hub: ServerHub | None = None) -> None:
+        self.hub = hub  # None: a lab without servers answers no health checks
+        self._health: set[tuple[str, int]] = set()  # (namespace, port) answering now
+        self._unhealthy: set[str] = set()
+
+    def program(self, ns: str, node: NodePlan, previous: Plan | None, current: Plan) -> str:
+        if previous is not None and previous.proxy == current.proxy:
+            try:
+                rules_sync.apply_delta(
+                    ns,
+                    current.proxy.mode,
+                    previous.services,
+                    current.services,
+                    node,
+                    current.proxy,
+                )
+                return "delta"
+            except Exception:  # the full load below is always right
+                rules_sync.load(
+                    ns,
+                    current.proxy.mode,
+                    rules_sync.render(node, current.services, current.proxy),
+                )
+                return "fallback"
+        text = rules_sync.render(node, current.services, current.proxy)
+        rules_sync.load(ns, current.proxy.mode, text)
+        return "full"
+
+    def health_count(self, svc: ServicePlan, node: str) -> int:
+        return local_ready(svc, node)
+
+    def answer_health(self, plan: Plan, wiring: Wiring) -> None:
+        if self.hub is None:
+            return
+        wanted: set[tuple[str, int]] = set()
+        for node in plan.nodes:
+            ns = wiring.ns(node.name)
+            healthy = node.name not in self._unhealthy
+            self.hub.set_proxy_health(ns, node.ip, healthy)
+            for svc in plan.services:
+                if svc.external_local and svc.health_check_node_port:
+                    port = svc.health_check_node_port
+                    count = self.health_count(svc, node.name)
+                    self.hub.set_health(
+                        ns, node.ip, port, svc.namespace, svc.name, count, proxy_healthy=healthy
+                    )
+                    wanted.add((ns, port))
+        for ns, port in self._health - wanted:
+            self.hub.drop_health(ns, port)
+        self._health = wanted
+
+    def set_healthy(self, node: str, healthy: bool) -> None:
+        self._unhealthy = (self._unhealthy - {node}) | (set() if healthy else {node})
+
+    def rules(self, ns: str, mode: str) -> str:
+        return rules_sync.dump(ns, mode)
+
+    def stop(self) -> None:
+        self.hub = None  # the hub is the lab's: it stops it with the pods' servers
+        self._health = set()
