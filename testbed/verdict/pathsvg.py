@@ -162,9 +162,9 @@ def _header(width: float, route: dict | None, topology: dict, edge: bool) -> lis
     if route:
         who, addr = _source_words(route, topology)
         via, svc = route.get("via", ""), route.get("service", "")
-        aim = f"to {route.get('target', '?')} ({via}{' of ' + svc if svc else ''})"
+        aim = f"to {route.get('target', '?')}, {via}{' of ' + svc if svc else ''}"
         out.append(
-            _box("source", cx, SRC_Y, 380, SRC_H, [(f"{who}  {addr}", "big"), (aim, "small")])
+            _box("source", cx, SRC_Y, 420, SRC_H, [(f"{who}  {addr}", "big"), (aim, "small")])
         )
     else:
         clients = topology.get("clients", [])
@@ -318,6 +318,14 @@ def draw(
     )
 
 
+def _snat_words(addresses: set[str]) -> str:
+    """`SNAT to 172.18.0.12`, `no SNAT`, or both kinds: `SNAT to 10.244.1.1 or none`."""
+    named = sorted(a for a in addresses if a)
+    if not named:
+        return "no SNAT"
+    return "SNAT to " + " or ".join(named) + (" or none" if "" in addresses else "")
+
+
 def _flows(
     uid: str,
     width: float,
@@ -342,7 +350,7 @@ def _flows(
         if node:
             into[node][f["end"]] += f["count"]
             if f.get("pod"):
-                snat[node].add(f"SNAT to {f['snat']}" if f.get("snat") else "no SNAT")
+                snat[node].add(f.get("snat") or "")
     nodes_in = sorted((by_name[n] for n in into if n in by_name), key=lambda n: n.x)
     for i, node in enumerate(nodes_in):
         ends = into[node.name]
@@ -366,7 +374,7 @@ def _flows(
                 _text(
                     node.x + 10,
                     node.y + 48,
-                    " / ".join(sorted(snat[node.name])),
+                    _snat_words(snat[node.name]),
                     "nat",
                     NODE_W - 16,
                 )
