@@ -148,7 +148,7 @@ def _nft_packet(text: str) -> dict[str, str]:
 
 def _nft_event(chain: str, kind: str, rest: str) -> Event:
     if kind == "policy":
-        return Event(chain, "policy", rest.strip() or "accept")
+        return Event(chain, "policy", (rest.split() or ["accept"])[0])
     if kind == "verdict":
         return Event(
             chain, "return" if "return" in rest else "rule", rest.split()[0] if rest else ""
@@ -156,9 +156,11 @@ def _nft_event(chain: str, kind: str, rest: str) -> Event:
     m = NFT_VERDICT.search(rest)
     verdict, target = (m.group(1), m.group(2) or "") if m else ("continue", "")
     rule = NFT_VERDICT.sub("", rest).strip()
-    if (d := re.search(r"dnat to (\S+)", rule)) is not None:
+    if verdict in ("jump", "goto"):
+        pass  # the chain it went to is the target
+    elif (d := re.search(r"dnat to (\S+)", rule)) is not None:
         target = f"DNAT to {d.group(1)}"
-    elif "masquerade" in rule:
+    elif re.search(r"(^|\s)masquerade(\s|$)", rule):
         target = "MASQUERADE"
     elif (s := re.search(r"snat to (\S+)", rule)) is not None:
         target = f"SNAT to {s.group(1)}"
@@ -191,15 +193,20 @@ def parse_nft(text: str) -> list[Hook]:
 # -- the marked packet -----------------------------------------------------------------
 
 
-def marked(hooks: list[Hook], sport: int) -> list[Hook]:
-    """The hooks of the marked packet: the first one from `sport`, then every pass with its
-    IP id (the id survives DNAT and SNAT; the trace id is reused by later packets)."""
+def marked_id(hooks: list[Hook], sport: int) -> str | None:
+    """The IP id of the first packet from `sport`: the marked one, before any NAT."""
     first = next((h for h in hooks if h.packet.get("sport") == str(sport)), None)
-    if first is None:
+    return first.packet.get("id") if first else None
+
+
+def marked(hooks: list[Hook], sport: int, ipid: str | None = None) -> list[Hook]:
+    """The hooks of the marked packet: every pass with its IP id (the id survives DNAT and
+    SNAT; the trace id is reused by later packets). The id is the first packet's from
+    `sport` unless given: a node behind another sees the packet after its port changed."""
+    ipid = ipid or marked_id(hooks, sport)
+    if ipid is None:
         return []
-    ipid = first.packet.get("id", "")
-    start = hooks.index(first)
-    return [h for h in hooks[start:] if h.packet.get("id", "") == ipid]
+    return [h for h in hooks if h.packet.get("id", "") == ipid]
 
 
 def _is_ours(event: Event) -> bool:
@@ -248,7 +255,7 @@ def line(hook: Hook) -> str:
 
 def verdict(hooks: list[Hook]) -> str:
     """What the node did with the packet, in one phrase: DNAT to ..., dropped by ..., ..."""
-    rewrites, fate = [], "passed"
+    rewrites, fate = [], "passed on, no rewrite here"
     for hook in hooks:
         for e in steps(hook):
             if e.target.startswith(("DNAT", "SNAT", "MASQUERADE")):
@@ -260,7 +267,7 @@ def verdict(hooks: list[Hook]) -> str:
         return "not seen"
     return ", ".join(
         [*dict.fromkeys(rewrites), fate]
-        if fate != "passed" or not rewrites
+        if fate != "passed on, no rewrite here" or not rewrites
         else list(dict.fromkeys(rewrites))
     )
 
