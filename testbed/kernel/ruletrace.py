@@ -214,7 +214,9 @@ def trace(lab_id: str, plan: Plan, source: str, aim: Aim) -> Traced:
     parse = tracetext.parse_nft if mode == "nftables" else tracetext.parse_xtables
     hooks = {node: parse(text) for node, text in outputs.items()}
     ipid = tracetext.marked_id([h for got in hooks.values() for h in got], sport)
-    found = {node: tracetext.summary(tracetext.marked(h, sport, ipid)) for node, h in hooks.items()}
+    entry = [n for n, got in hooks.items() if tracetext.marked_id(got, sport)]
+    order = [*entry, *(n for n in hooks if n not in entry)]  # the entry node first
+    found = {n: tracetext.summary(tracetext.marked(hooks[n], sport, ipid)) for n in order}
     return Traced(source, aim.text, aim.protocol, sport, mode, answer, found, outputs)
 
 

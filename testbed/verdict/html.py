@@ -48,7 +48,17 @@ svg rect.node{fill:#f4f6f6;stroke:#566573;stroke-width:1.5}
 svg rect.node.dim{fill:#fbfcfc;stroke:#aab7b8}
 svg rect.pod{fill:#fff;stroke-width:2}svg line.wire{stroke:#2471a3;stroke-width:2}
 svg rect.bar-completed{fill:#1e8449}svg rect.bar-dropped{fill:#c0392b}
-svg rect.bar-other{fill:#d35400}svg line.mark{stroke:#34495e;stroke-dasharray:4 3}
+svg rect.bar-other{fill:#d35400}
+div.trace{margin:8px 0;padding:6px 10px;background:#f8f9f9;border-left:4px solid #2471a3}
+div.tnode{margin:4px 0}ol.chain{list-style:none;padding:0;margin:3px 0 3px 14px;display:flex;
+flex-wrap:wrap;gap:4px 0;font-family:'DejaVu Sans Mono',monospace;font-size:11.5px}
+ol.chain li{border:1px solid #aab7b8;border-radius:4px;padding:1px 5px;background:#fff}
+ol.chain li+li::before{content:"→";margin:0 4px 0 -1px;color:#566573}
+ol.chain li+li{border:none;padding-left:0;background:none}
+ol.chain li.hook{background:#eaecee;font-weight:bold}
+.good{color:#1e8449;font-weight:bold}.bad{color:#c0392b;font-weight:bold}
+ol.chain li.end.good,ol.chain li.end.bad{font-weight:bold}
+svg line.mark{stroke:#34495e;stroke-dasharray:4 3}
 """
 
 
@@ -212,6 +222,45 @@ def _timeline(conv: Mapping) -> str:
     )
 
 
+def _trace_end(verdict: str) -> str:
+    if verdict.startswith(("dropped", "rejected", "DROP", "REJECT")):
+        return "bad"
+    return "good" if verdict.startswith(("DNAT", "SNAT", "MASQ")) else "plain"
+
+
+def _trace(trace: Mapping) -> str:
+    """The kernel's own trace of one marked packet: per node, per hook, the chains in order."""
+    if trace.get("error"):
+        return f'<p class="warn">kernel trace: not available: {esc(trace["error"])}</p>'
+    head = (
+        f"The kernel's own trace of one marked {esc(trace.get('protocol', ''))} packet from "
+        f"port {esc(trace.get('sourcePort', '?'))} to {esc(trace.get('target', '?'))} "
+        f"({esc(trace.get('proxyMode', ''))} mode; the source: {esc(trace.get('answer', '?'))})"
+    )
+    rows = []
+    for node, got in trace.get("nodes", {}).items():
+        if got.get("verdict") == "not seen":
+            continue
+        verdict = str(got.get("verdict", ""))
+        hooks = []
+        for hook in got.get("hooks", []):
+            path = str(hook.get("path", ""))
+            _, _, rest = path.partition(": ")
+            chain, _, end = rest.partition(": ")
+            boxes = [f'<li class="hook">{esc(hook.get("hook", ""))}</li>']
+            boxes += [f"<li>{esc(c)}</li>" for c in chain.split(" -> ") if c and c != "(no jump)"]
+            if end:
+                boxes.append(f'<li class="end {_trace_end(end)}">{esc(end)}</li>')
+            hooks.append(f'<ol class="chain">{"".join(boxes)}</ol>')
+        rows.append(
+            f'<div class="tnode"><b>{esc(node)}</b>: '
+            f'<span class="{_trace_end(verdict)}">{esc(verdict)}</span>{"".join(hooks)}</div>'
+        )
+    unseen = [n for n, got in trace.get("nodes", {}).items() if got.get("verdict") == "not seen"]
+    tail = f'<p class="muted">not seen by {esc(", ".join(unseen))}</p>' if unseen else ""
+    return f'<div class="trace"><p><b>{head}</b></p>{"".join(rows)}{tail}</div>'
+
+
 def _probe(probe: Mapping, topology: Mapping, uid: str, number: int) -> str:
     obs, exp, ora = probe.get("observed", {}), probe.get("expected", {}), probe.get("oracle", {})
     passed = bool(probe.get("passed"))
@@ -238,6 +287,8 @@ def _probe(probe: Mapping, topology: Mapping, uid: str, number: int) -> str:
             topology, route, list(probe.get("flows", [])), uid, str(name), probe.get("oracleFlows")
         )
     )
+    if probe.get("trace"):
+        parts.append(_trace(probe["trace"]))
     if probe.get("lines"):
         parts.append(
             '<ul class="lines">' + "".join(f"<li>{esc(x)}</li>" for x in probe["lines"]) + "</ul>"

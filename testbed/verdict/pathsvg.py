@@ -41,7 +41,9 @@ def clip(text: str, width: float, size: float = 12) -> str:
 
 
 def _text(x: float, y: float, text: str, cls: str = "", width: float = 400, **attrs) -> str:
+    fill = attrs.pop("fill", None)  # as a style: the page's CSS would beat an attribute
     extra = "".join(f' {k.replace("_", "-")}="{esc(v)}"' for k, v in attrs.items())
+    extra += f' style="fill:{esc(fill)}"' if fill else ""
     shown = clip(text, width, 13 if "big" in cls else 11.5)
     title = f"<title>{esc(text)}</title>" if shown != text else ""
     return f'<text x="{x:.0f}" y="{y:.0f}" class="{cls}"{extra}>{title}{esc(shown)}</text>'
@@ -393,7 +395,7 @@ def _flows(
             bad = "dropped" if ends.get("dropped") else "rejected"
             out.append(
                 f'<text x="{nx + 10:.0f}" y="{ny - 8:.0f}" class="cross" '
-                f'fill="{COLOURS[bad]}">{MARKS[bad]}</text>'
+                f'style="fill:{COLOURS[bad]}">{MARKS[bad]}</text>'
             )
         below[0] = max(below[0], y - node.y - node.h)
     out += _to_pods(uid, flows, by_name, pods)

@@ -65,3 +65,26 @@ def test_trace_refuses_a_bad_target_in_one_line():
         assert bad.stderr.strip() == f"testbed: no service default/nope in lab {lab}"
     finally:
         run_testbed("down", lab)
+
+
+def test_trace_true_on_probes_reaches_the_table_the_json_and_the_page(tmp_path):
+    report, page = tmp_path / "r.json", tmp_path / "r.html"
+    run = run_testbed(
+        "run", "-q", "local-no-local-endpoint", "--json", str(report), "--html", str(page)
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (
+        "| kernel trace at node-2: dropped in KUBE-EXTERNAL-SERVICES: "
+        "default/web-local:http has no local endpoints"
+    ) in run.stdout
+    probes = {p["name"]: p for p in json.loads(report.read_text())["scenarios"][0]["probes"]}
+    assert probes["local-via-node-1-works"]["trace"]["nodes"]["node-1"]["verdict"] == (
+        "DNAT to 10.244.1.2:8080"
+    )
+    cluster = probes["cluster-via-node-2-works"]["trace"]["nodes"]
+    assert list(cluster)[0] == "node-2"  # the entry node first
+    assert cluster["node-2"]["verdict"] == "DNAT to 10.244.1.2:8080, MASQUERADE"
+    assert cluster["node-1"]["verdict"] == "passed on, no rewrite here"
+    html = page.read_text()
+    assert html.count('<div class="trace">') == 3
+    assert "KUBE-EXTERNAL-SERVICES" in html and "KUBE-SVL-" in html

@@ -235,3 +235,36 @@ def test_report_command_does_not_write_through_a_link(tmp_path, capsys) -> None:
     assert main(["report", str(SAVED), "--html", str(link)]) == 2
     assert "link" in capsys.readouterr().err
     assert target.read_text() == "keep"
+
+
+def test_a_probe_s_kernel_trace_is_drawn_as_its_chains() -> None:
+    report = saved()
+    probe = report["scenarios"][1]["probes"][0]
+    probe["trace"] = {
+        "source": "client",
+        "target": "172.18.0.12:30080",
+        "protocol": "TCP",
+        "sourcePort": 40000,
+        "proxyMode": "iptables",
+        "answer": "no answer",
+        "nodes": {
+            "node-2": {
+                "verdict": "dropped in KUBE-EXTERNAL-SERVICES: <b>no local endpoints",
+                "hooks": [
+                    {
+                        "hook": "filter INPUT",
+                        "path": "filter INPUT: KUBE-FIREWALL -> KUBE-EXTERNAL-SERVICES: DROP (x)",
+                    }
+                ],
+            },
+            "node-1": {"verdict": "not seen", "hooks": []},
+        },
+    }
+    report["scenarios"][1]["probes"][1]["trace"] = {"error": "xtables-monitor is not installed"}
+    page = html.render(report)
+    tags = parsed(page)
+    chains = [a for t, a in tags.tags if t == "ol" and a.get("class") == "chain"]
+    assert len(chains) == 1
+    assert "KUBE-EXTERNAL-SERVICES" in page and "not seen by node-1" in page
+    assert "<b>no local endpoints" not in page  # escaped
+    assert "kernel trace: not available: xtables-monitor is not installed" in page
