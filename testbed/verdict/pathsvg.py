@@ -218,7 +218,9 @@ def _endpoints(topology: dict, route: dict | None) -> set[str] | None:
     return set(svc["endpoints"]) if svc and "endpoints" in svc else None
 
 
-def _node_boxes(nodes: list[_Node], highlight: set[str], endpoints: set[str] | None) -> list[str]:
+def _node_boxes(
+    nodes: list[_Node], highlight: set[str], endpoints: set[str] | None, source: str = ""
+) -> list[str]:
     out = []
     for n in nodes:
         cls = "node" + (" dim" if highlight and n.name not in highlight else "")
@@ -232,6 +234,14 @@ def _node_boxes(nodes: list[_Node], highlight: set[str], endpoints: set[str] | N
                 _text(n.x + NODE_W / 2, n.y + 86, "no pods", "muted", NODE_W, text_anchor="middle")
             )
         for p in n.pods:
+            if p.name == source:  # the probe starts here
+                out.append(
+                    f'<rect class="source" x="{p.x:.0f}" y="{p.y:.0f}" width="{POD_W}" '
+                    f'height="{p.h:.0f}" rx="6"/>'
+                )
+                out.append(_text(p.x + 8, p.y + 15, f"{p.name}  {p.ip}", "bold", POD_W - 12))
+                out.append(_text(p.x + 8, p.y + 29, "the source of this probe", "small", POD_W))
+                continue
             other = endpoints is not None and p.name not in endpoints and not p.count
             colour = COLOURS[_main_end(p.ends)] if p.count else "#aab7b8"
             dash = ' stroke-dasharray="4 3"' if other else ""
@@ -307,7 +317,8 @@ def draw(
     width = _place(nodes, top)
     entered = {f.get("entryNode") or f.get("edgeNode") for f in flows} - {None}
     body = _header(width, route, topology, edge)
-    body += _node_boxes(nodes, entered, _endpoints(topology, route))
+    source = (route or {}).get("source", "") if source_kind == "pod" else ""
+    body += _node_boxes(nodes, entered, _endpoints(topology, route), source)
     below = [0]
     body += _flows(uid, width, edge, flows, by_name, pods, _causes(oracle or []), below)
     height = (max(n.y + n.h for n in nodes) if nodes else top) + 16 + below[0]
