@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import jsonschema
 import pytest
 
 from tests.lab.conftest import run_testbed
 
 pytestmark = pytest.mark.lab
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "report.schema.json"
 
 
 @pytest.mark.parametrize("mode", ["iptables", "nftables"])
@@ -77,7 +80,9 @@ def test_trace_true_on_probes_reaches_the_table_the_json_and_the_page(tmp_path):
         "| kernel trace at node-2: dropped in KUBE-EXTERNAL-SERVICES: "
         "default/web-local:http has no local endpoints"
     ) in run.stdout
-    probes = {p["name"]: p for p in json.loads(report.read_text())["scenarios"][0]["probes"]}
+    data = json.loads(report.read_text())
+    jsonschema.validate(data, json.loads(SCHEMA.read_text()))
+    probes = {p["name"]: p for p in data["scenarios"][0]["probes"]}
     assert probes["local-via-node-1-works"]["trace"]["nodes"]["node-1"]["verdict"] == (
         "DNAT to 10.244.1.2:8080"
     )
