@@ -185,7 +185,7 @@ def _timeline(conv: Mapping) -> str:
     rows = conv.get("timeline") or []
     if not rows:
         return ""
-    w, h, left, base = 640, 150, 44, 120
+    w, h, left, base = 640, 180, 44, 150
     span = max(r[0] for r in rows) or 1.0
     most = max(r[1] for r in rows) or 1
     step = (w - left - 30) / max(len(rows), 1)
@@ -198,7 +198,7 @@ def _timeline(conv: Mapping) -> str:
         y = base
         for n, cls in ((done, "completed"), (dropped, "dropped"), (sent - done - dropped, "other")):
             if n > 0:
-                bh = (base - 24) * n / most
+                bh = (base - 56) * n / most
                 y -= bh
                 bw = max(step * 0.6, 4)
                 out.append(
@@ -209,10 +209,10 @@ def _timeline(conv: Mapping) -> str:
     for key, words in (("poolChangedSeconds", "pool changed"), ("settledSeconds", "settled")):
         if conv.get(key) is not None:
             x = left + (w - left - 40) * conv[key] / span - 2
-            out.append(f'<line class="mark" x1="{x:.0f}" y1="20" x2="{x:.0f}" y2="{base}"/>')
+            y = 30 if key == "poolChangedSeconds" else 44
+            out.append(f'<line class="mark" x1="{x:.0f}" y1="{y - 10}" x2="{x:.0f}" y2="{base}"/>')
             out.append(
-                f'<text x="{x + 3:.0f}" y="{30 if key == "poolChangedSeconds" else 44}" '
-                f'class="small">{words} {conv[key]:.2f} s</text>'
+                f'<text x="{x + 3:.0f}" y="{y}" class="small">{words} {conv[key]:.2f} s</text>'
             )
     since = esc(conv.get("after", "the change"))
     out.append(f'<text x="{left}" y="{base + 28}" class="small">seconds since {since}</text>')
@@ -302,6 +302,15 @@ def _probe(probe: Mapping, topology: Mapping, uid: str, number: int) -> str:
     return "".join(parts)
 
 
+def _without(topology: Mapping, pod: str) -> dict:
+    """The topology with `pod` flagged deleted (a step deleted it)."""
+    nodes = [
+        {**n, "pods": [{**p, "deleted": True} if p["name"] == pod else p for p in n["pods"]]}
+        for n in topology.get("nodes", [])
+    ]
+    return {**topology, "nodes": nodes}
+
+
 def _scenario(item: Mapping, index: int) -> str:
     topology = item.get("topology") or {}
     probes = list(item.get("probes", []))
@@ -334,12 +343,15 @@ def _scenario(item: Mapping, index: int) -> str:
             elif not step.get("probe"):
                 order.append(step)
         number = 0
+        now = topology  # the lab as the steps so far left it (deleted pods flagged)
         for thing in order:
             if "observed" in thing:
                 number += 1
                 uid = f"s{index}-p{number}"
-                parts.append(f"<li>{_probe(thing, topology, uid, number)}</li>")
+                parts.append(f"<li>{_probe(thing, now, uid, number)}</li>")
             else:
+                if thing.get("action") == "deletePod" and thing.get("pod"):
+                    now = _without(now, str(thing["pod"]))
                 parts.append(
                     f'<li class="change">step {esc(thing["name"])}: {esc(thing["words"])}</li>'
                 )

@@ -98,6 +98,7 @@ def topology(plan: Plan, steps: Sequence[Step] = ()) -> dict:
                 "action": s.action,
                 "words": step_words(s),
                 "probe": s.probe is not None,
+                **({"pod": s.pod} if s.pod else {}),
             }
             for s in steps
         ],

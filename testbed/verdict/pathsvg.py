@@ -56,6 +56,7 @@ class _Pod:
     count: int = 0
     ends: Counter = field(default_factory=Counter)
     seen: Counter = field(default_factory=Counter)
+    deleted: bool = False  # a step before this probe deleted it
     x: float = 0
     y: float = 0
     h: float = 0
@@ -74,7 +75,11 @@ class _Node:
 def _nodes(topology: dict, flows: list[dict]) -> list[_Node]:
     """Nodes and pods of the topology, plus any pod a flow reached that it did not list."""
     nodes = [
-        _Node(n["name"], n.get("ip", ""), [_Pod(p["name"], p.get("ip", "")) for p in n["pods"]])
+        _Node(
+            n["name"],
+            n.get("ip", ""),
+            [_Pod(p["name"], p.get("ip", ""), deleted=bool(p.get("deleted"))) for p in n["pods"]],
+        )
         for n in topology.get("nodes", [])
     ]
     by_name = {n.name: n for n in nodes}
@@ -242,7 +247,7 @@ def _node_boxes(
                 out.append(_text(p.x + 8, p.y + 15, f"{p.name}  {p.ip}", "bold", POD_W - 12))
                 out.append(_text(p.x + 8, p.y + 29, "the source of this probe", "small", POD_W))
                 continue
-            other = endpoints is not None and p.name not in endpoints and not p.count
+            other = (endpoints is not None and p.name not in endpoints or p.deleted) and not p.count
             colour = COLOURS[_main_end(p.ends)] if p.count else "#aab7b8"
             dash = ' stroke-dasharray="4 3"' if other else ""
             out.append(
@@ -255,7 +260,8 @@ def _node_boxes(
                 )
             )
             if other:
-                out.append(_text(p.x + 8, p.y + 29, "not behind this service", "muted", POD_W - 12))
+                why = "deleted by a step" if p.deleted else "not behind this service"
+                out.append(_text(p.x + 8, p.y + 29, why, "muted", POD_W - 12))
             elif p.count:
                 ends = ", ".join(f"{k} {e}" for e, k in sorted(p.ends.items()))
                 words = ends if len(p.ends) == 1 else f"{p.count}: {ends}"

@@ -268,3 +268,12 @@ def test_a_probe_s_kernel_trace_is_drawn_as_its_chains() -> None:
     assert "KUBE-EXTERNAL-SERVICES" in page and "not seen by node-1" in page
     assert "<b>no local endpoints" not in page  # escaped
     assert "kernel trace: not available: xtables-monitor is not installed" in page
+
+
+def test_a_pod_a_step_deleted_is_drawn_deleted_in_the_probes_after_it() -> None:
+    report = saved()
+    scenario = report["scenarios"][2]  # lb-local-healthcheck: deletes web-b, then probes
+    scenario["topology"]["steps"][0]["pod"] = "web-b"
+    page = html.render(report)
+    before, after = page.split("step delete-last-pod-on-node-2", 1)
+    assert "deleted by a step" not in before and "deleted by a step" in after
