@@ -13,6 +13,7 @@ import re
 import sys
 from dataclasses import replace
 
+from testbed.cli import output
 from testbed.cli.common import (
     PROG,
     CliError,
@@ -70,6 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CliError(plots.MISSING, 2)
     outputs = _open_outputs(args)  # a path that cannot be written fails now, not after the run
     progress = _progress(sys.stderr.isatty() and not args.quiet)
+    width, quiet_table = output.width(args), output.wants_json(args)
     results = []
     from testbed.kernel import signals
 
@@ -78,7 +80,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             for path in paths:
                 if path in refused:
                     results.append(refused[path])
-                    print(report.table([refused[path]], summary=False) + "\n", flush=True)
+                    if not quiet_table:
+                        print(report.table([refused[path]], False, width) + "\n", flush=True)
                     continue
                 result, observed = runner.run_path(
                     path, args.proxy_mode, args.pcap, progress, loaded[path]
@@ -89,13 +92,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                     _plot(args.plots, loaded[path][0], result, observed)
                 if progress:
                     sys.stderr.write("\r\x1b[K")
-                print(report.table([result], summary=False) + "\n", flush=True)
+                if not quiet_table:
+                    print(report.table([result], False, width) + "\n", flush=True)
     except signals.Interrupted as exc:
         for handle in outputs.values():
             handle.close()
         print(f"testbed: interrupted by {exc}; the lab was torn down", file=sys.stderr)
         return exc.exit_code
-    print(report.summary_line(results))
+    if quiet_table:
+        output.print_json(report.to_json(results))
+    else:
+        print(report.summary_text(results, width))
     if "json" in outputs:
         with outputs["json"] as handle:
             handle.write(json.dumps(report.to_json(results), indent=1).encode())
@@ -222,7 +229,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     finally:
         lab.close()
     result = report.ScenarioResult(found.name, found.file, found.proxy_mode, 0.0, (verdict,))
-    print(report.table([result]))
+    if output.wants_json(args):
+        output.print_json(report.to_json([result]))
+    else:
+        print(report.table([result], width=output.width(args)))
     return 0 if verdict.passed else 1
 
 
@@ -236,6 +246,7 @@ def add_commands(sub, modes: list[str]) -> None:
     p.add_argument("--pcap", metavar="DIR", help="write one pcap per probe and hop here")
     p.add_argument("--plots", metavar="DIR", help="draw shares and latency as PNG files here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    output.add_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("lb", help="show the edge load balancer of a lab left up: routes, checks")
@@ -256,4 +267,5 @@ def add_commands(sub, modes: list[str]) -> None:
     p.add_argument("--address", type=ipv4, help="a raw target IPv4 address instead of a service")
     p.add_argument("--protocol", choices=["TCP", "UDP"], help="default: the service port's")
     p.add_argument("--count", type=count, default=10, help="attempts (1-100000, default 10)")
+    output.add_option(p)
     p.set_defaults(func=cmd_probe)
