@@ -17,8 +17,10 @@ from testbed.cli import output
 from testbed.cli.common import (
     PROG,
     CliError,
+    add_lab_option,
     check_limits,
     find_lab,
+    lab_of,
     library,
     load_both,
     print_warnings,
@@ -163,11 +165,15 @@ def cmd_lb(args: argparse.Namespace) -> int:
     require_root()
     from testbed.kernel import lbview
 
-    found = find_lab(args.lab)
+    found = find_lab(lab_of(args))
     lab = attach(found)
     lab.close()
     hashing = lbview.read_hash(lbview.ns_name(found.id, lbview.EDGE))
-    print(lbview.describe(lab.plan, found.id, lbview.look(lab.plan, found.id), hashing))
+    views = lbview.look(lab.plan, found.id)
+    if output.wants_json(args):
+        output.print_json(lbview.to_json(lab.plan, found.id, views, hashing))
+        return 0
+    print(lbview.describe(lab.plan, found.id, views, hashing))
     return 0
 
 
@@ -207,7 +213,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from testbed.live.lab import LabError
     from testbed.verdict import report
 
-    found = find_lab(args.lab)
+    found = find_lab(lab_of(args))
     lab = attach(found)
     try:
         verdict = lab.probe(
@@ -251,10 +257,13 @@ def add_commands(sub, modes: list[str]) -> None:
 
     p = sub.add_parser("lb", help="show the edge load balancer of a lab left up: routes, checks")
     p.add_argument("lab", nargs="?", help="lab id or name (default: the only lab up)")
+    add_lab_option(p)
+    output.add_option(p)
     p.set_defaults(func=cmd_lb)
 
     p = sub.add_parser("probe", help="probe a lab left up by `testbed up`")
     p.add_argument("lab", nargs="?", help="lab id or name (default: the only lab up)")
+    add_lab_option(p)
     p.add_argument("--from", dest="source", required=True, help="client, pod or node name")
     p.add_argument("--to", help="service (name or namespace/name)")
     p.add_argument(
