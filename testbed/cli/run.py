@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+import time
 from dataclasses import replace
 
 from testbed.cli import output
@@ -27,6 +28,7 @@ from testbed.cli.common import (
     require_root,
     resolve_scenario,
 )
+from testbed.core.model import DEFAULT_PROBE_COUNT
 
 
 def _progress(enabled: bool):
@@ -130,10 +132,10 @@ def _open_outputs(args: argparse.Namespace) -> dict:
     opened = {}
     try:
         for key in ("json", "junit", "html"):
-            if getattr(args, key):
+            if getattr(args, key, None):
                 opened[key] = outfiles.open_file(getattr(args, key))
         for key in ("pcap", "plots"):
-            if getattr(args, key):
+            if getattr(args, key, None):
                 os.close(outfiles.directory(getattr(args, key)))
     except outfiles.OutputError as exc:
         for handle in opened.values():
@@ -210,36 +212,63 @@ def ipv4(text: str) -> str:
 def cmd_probe(args: argparse.Namespace) -> int:
     require_root()
     from testbed.kernel import state
+    from testbed.live.described import described_expectation
     from testbed.live.lab import LabError
     from testbed.verdict import report
 
     found = find_lab(lab_of(args))
+    outputs = _open_outputs(args)  # --pcap: a directory that cannot be made fails now
     lab = attach(found)
+    verdicts = []
     try:
-        verdict = lab.probe(
-            source=args.source,
-            service=args.to,
-            via=args.via,
-            node=args.node,
-            port=args.port,
-            count=args.count,
-            protocol=args.protocol,
-            address=args.address,
-        )
+        nodes = [args.node]
+        if args.node == "*":
+            if args.via != "nodePort":
+                raise CliError("--node '*' is for --via nodePort: one row per node", 2)
+            nodes = [n.name for n in lab.plan.nodes]
+        expect = described_expectation(lab.plan, args.expect) if args.expect else None
+        lab.keep_raw_frames = bool(args.pcap)
+        for node in nodes:
+            mark = time.time()
+            verdict = lab.probe(
+                source=args.source,
+                service=args.to,
+                via=args.via,
+                node=node,
+                port=args.port,
+                count=args.count,
+                protocol=args.protocol,
+                address=args.address,
+                expect=expect,
+                mode=args.mode,
+            )
+            if len(nodes) > 1:
+                verdict = replace(verdict, name=f"{verdict.name}-via-{node}")
+            if args.pcap:
+                from testbed.live.runner import write_pcaps
+
+                frames = lab.captures.frames(since=mark)
+                write_pcaps(args.pcap, found.name, verdict.name, frames)
+                print(f"wrote {args.pcap}/{found.name}/{verdict.name}/", file=sys.stderr)
+            verdicts.append(verdict)
     except LabError as exc:
         raise CliError(str(exc), 2) from None
+    except CliError:
+        raise
     except Exception:
         if not state.owner_alive(found):
             raise CliError(f"lab {found.id} went down while it was being probed", 2) from None
         raise
     finally:
         lab.close()
-    result = report.ScenarioResult(found.name, found.file, found.proxy_mode, 0.0, (verdict,))
+        for handle in outputs.values():
+            handle.close()
+    result = report.ScenarioResult(found.name, found.file, found.proxy_mode, 0.0, tuple(verdicts))
     if output.wants_json(args):
         output.print_json(report.to_json([result]))
     else:
         print(report.table([result], width=output.width(args)))
-    return 0 if verdict.passed else 1
+    return 0 if result.passed else 1
 
 
 def add_commands(sub, modes: list[str]) -> None:
@@ -271,10 +300,30 @@ def add_commands(sub, modes: list[str]) -> None:
         default="clusterIP",
         choices=["clusterIP", "nodePort", "loadBalancer", "externalIP"],
     )
-    p.add_argument("--node", help="for --via nodePort: whose address")
+    p.add_argument(
+        "--node", help="for --via nodePort: whose address ('*': every node, one row each)"
+    )
     p.add_argument("--port", type=port, help="service port number or name (default: the first)")
     p.add_argument("--address", type=ipv4, help="a raw target IPv4 address instead of a service")
     p.add_argument("--protocol", choices=["TCP", "UDP"], help="default: the service port's")
-    p.add_argument("--count", type=count, default=10, help="attempts (1-100000, default 10)")
+    p.add_argument(
+        "--count",
+        type=count,
+        default=DEFAULT_PROBE_COUNT,
+        help=f"attempts (1-100000, default {DEFAULT_PROBE_COUNT}, as in YAML and Python)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["connection", "packet"],
+        default="connection",
+        help="connection: real sockets (default); packet: Scapy-built SYNs or datagrams",
+    )
+    p.add_argument(
+        "--expect",
+        metavar="EXPECT",
+        help="e.g. dropped, or outcome=delivered,sourceIP=client,pods=web-0+web-1,"
+        "completed=50%%,returnPath=correct (default: the oracle's prediction)",
+    )
+    p.add_argument("--pcap", metavar="DIR", help="write one pcap per capture point here")
     output.add_option(p)
     p.set_defaults(func=cmd_probe)

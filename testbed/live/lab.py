@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from testbed.core import limits, topology
 from testbed.core import scenario as loader
 from testbed.core.errors import LabError
-from testbed.core.model import Expectation, NodePlan, Plan, ProbePlan
+from testbed.core.model import DEFAULT_PROBE_COUNT, Expectation, NodePlan, Plan, ProbePlan
 from testbed.core.scenario import Scenario
 from testbed.kernel import netbuild, netns, procs, signals, state
 from testbed.kernel.capture import Capture, Point
@@ -443,8 +443,9 @@ class Lab:
         port: int | str | None = None,
         address: str | None = None,
         protocol: str | None = None,
-        count: int = 10,
+        count: int = DEFAULT_PROBE_COUNT,
         expect: Expectation | None = None,
+        mode: str = "connection",
     ):
         """Probe by the name of a scenario probe, or describe one; returns the Verdict.
 
@@ -469,6 +470,7 @@ class Lab:
                 address,
                 protocol,
                 count,
+                mode,
             )
             chosen = replace(chosen, expect=expect)
         return self.observe(chosen)[1]
