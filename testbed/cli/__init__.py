@@ -273,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_clean)
 
     from testbed import bench, upstream
+    from testbed.cli import live as livecli
     from testbed.cli import report as reportcli
     from testbed.cli import run as runcli
     from testbed.cli import trace as tracecli
@@ -280,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     runcli.add_commands(sub, modes)
     reportcli.add_commands(sub)
     tracecli.add_commands(sub)
+    livecli.add_commands(sub)
     bench.add_command(sub)
     upstream.add_command(sub)
     return parser

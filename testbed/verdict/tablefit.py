@@ -124,8 +124,14 @@ def fit(
 
     grid = list(range(n))
     if width is not None and total(grid, lambda i: natural[i]) > width:
+        cap = max(width // 3, 12)  # a whole column is not wrapped to keep a lesser one in view
+
+        def least(i: int) -> int:
+            c = columns[i]
+            return min(natural[i], max(cap, c.min_width) if c.whole else c.min_width)
+
         movable = sorted(grid[1:], key=lambda i: columns[i].keep)
-        while movable and total(grid, lambda i: min(natural[i], columns[i].min_width)) > width:
+        while movable and total(grid, least) > width:
             grid.remove(movable.pop(0))
         widths = _widths(columns, natural, grid, width - total(grid, lambda i: 0))
     else:
