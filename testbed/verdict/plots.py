@@ -177,7 +177,7 @@ def _ends_panel(ax, verdict: Verdict) -> None:
         colour = END_COLOURS.get(end, "#BBBBBB")
         ax.bar(names, counts, bottom=bottom, color=colour, label=end, edgecolor="black", lw=0.5)
         bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
-    ax.set_ylim(0, max([*bottom, 1]) * 1.15)
+    ax.set_ylim(0, max([*bottom, 1]) * 1.35)  # room for the legend above the bars
     ax.set_ylabel("attempts")
     ax.set_title("how the attempts ended,\nby the node they entered", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
