@@ -21,7 +21,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 # the sections and what the command, scripts and tests use of them
@@ -31,6 +31,7 @@ from testbed.bench.probes import bench_memory, bench_probes, bench_startup, prob
 from testbed.bench.rules import bench_rules
 from testbed.bench.sandbox import Sandbox, scale_plan, wiring_seconds
 from testbed.bench.worlds import Config, bulk_services, ip_batch, one_change
+from testbed.core.errors import NeedsRoot, UsageError
 
 __all__ = [  # what the command line, scripts and tests use of the sections
     "BENCHES",
@@ -41,7 +42,6 @@ __all__ = [  # what the command line, scripts and tests use of the sections
     "bulk_services",
     "ip_batch",
     "iqr",
-    "main",
     "median",
     "one_change",
     "parse_only",
@@ -117,13 +117,11 @@ def run(args: argparse.Namespace) -> int:
     if args.child_scale:
         return child_scale(args.child_scale, args.lab_id or f"bench{os.getpid()}")
     if os.geteuid() != 0:
-        print("testbed bench: needs root (CAP_NET_ADMIN): run with sudo", file=sys.stderr)
-        return 2
+        raise NeedsRoot()
     try:
         sections = parse_only(args.only)
     except ValueError as exc:
-        print(f"testbed bench: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"bench: {exc}") from None
     from testbed.kernel import signals
 
     cfg = Config.quick() if args.quick else Config()
@@ -151,11 +149,11 @@ def run(args: argparse.Namespace) -> int:
                 left = sandbox.sweep()
                 if left:
                     log(f"removed {len(left)} leftover namespaces")
-    except signals.Interrupted as exc:
+    except signals.Interrupted as exc:  # the front end's exit code says which signal
         print(
             f"testbed bench: interrupted by {exc}; everything it made was removed", file=sys.stderr
         )
-        return exc.exit_code
+        raise
     elapsed = time.monotonic() - clock
     print(table(figures))
     for name, error in errors.items():
@@ -179,12 +177,3 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=1)
     return code
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="testbed bench",
-        description="Measure how fast the lab builds, syncs rules and probes, against floors.",
-    )
-    add_arguments(parser)
-    return run(parser.parse_args(argv))

@@ -13,6 +13,7 @@ import re
 import sys
 from dataclasses import replace
 
+from testbed.cli import exits
 from testbed.cli.common import (
     PROG,
     CliError,
@@ -24,6 +25,7 @@ from testbed.cli.common import (
     require_root,
     resolve_scenario,
 )
+from testbed.core.errors import LabError, TestbedError
 
 
 def _progress(enabled: bool):
@@ -45,20 +47,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     paths = [str(resolve_scenario(s)) for s in args.scenarios] or [str(p) for p in library()]
     if not paths:
-        raise CliError("no scenarios to run", 2)
+        raise CliError("no scenarios to run")
     loaded = {}
     refused: dict[str, ScenarioResult] = {}
     for path in paths:  # bad input is refused before any lab is built
         try:
             loaded[path] = load_both(path, args.proxy_mode)
             check_limits(loaded[path][1])
-        except CliError as exc:
+        except TestbedError as exc:
             if len(paths) == 1:
                 raise
             # with several scenarios a bad one is an error row; the others still run
-            print(f"{PROG}: {exc}", file=sys.stderr)
+            sys.stderr.write(exits.message(exc, "run"))
             loaded.pop(path, None)
-            error = "; ".join(line.removeprefix(f"{PROG}: ") for line in str(exc).split("\n"))
+            error = "; ".join(exc.lines())
             mode = args.proxy_mode or "iptables"
             refused[path] = ScenarioResult(os.path.basename(path), path, mode, 0.0, (), error)
     for path in loaded:
@@ -67,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from testbed.verdict import plots
 
         if not plots.available():
-            raise CliError(plots.MISSING, 2)
+            raise CliError(plots.MISSING)
     outputs = _open_outputs(args)  # a path that cannot be written fails now, not after the run
     progress = _progress(sys.stderr.isatty() and not args.quiet)
     results = []
@@ -90,11 +92,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if progress:
                     sys.stderr.write("\r\x1b[K")
                 print(report.table([result], summary=False) + "\n", flush=True)
-    except signals.Interrupted as exc:
+    except signals.Interrupted as exc:  # cli/exits.py gives the exit code
         for handle in outputs.values():
             handle.close()
-        print(f"testbed: interrupted by {exc}; the lab was torn down", file=sys.stderr)
-        return exc.exit_code
+        print(f"{PROG}: interrupted by {exc}; the lab was torn down", file=sys.stderr)
+        raise
     print(report.summary_line(results))
     if "json" in outputs:
         with outputs["json"] as handle:
@@ -121,10 +123,10 @@ def _open_outputs(args: argparse.Namespace) -> dict:
         for key in ("pcap", "plots"):
             if getattr(args, key):
                 os.close(outfiles.directory(getattr(args, key)))
-    except outfiles.OutputError as exc:
+    except outfiles.OutputError:
         for handle in opened.values():
             handle.close()
-        raise CliError(str(exc), 2) from None
+        raise
     return opened
 
 
@@ -139,12 +141,9 @@ def _plot(directory: str, scenario, result, observed) -> None:
 
 def attach(found):
     """A handle on a running lab, from the copy of its scenario and plan it keeps."""
-    from testbed.live.lab import Lab, LabError
+    from testbed.live.lab import Lab
 
-    try:
-        return Lab.attach(found)
-    except LabError as exc:
-        raise CliError(str(exc), 2) from None
+    return Lab.attach(found)
 
 
 def cmd_lb(args: argparse.Namespace) -> int:
@@ -192,7 +191,6 @@ def ipv4(text: str) -> str:
 def cmd_probe(args: argparse.Namespace) -> int:
     require_root()
     from testbed.kernel import state
-    from testbed.live.lab import LabError
     from testbed.verdict import report
 
     found = find_lab(args.lab)
@@ -208,11 +206,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
             protocol=args.protocol,
             address=args.address,
         )
-    except LabError as exc:
-        raise CliError(str(exc), 2) from None
+    except LabError:
+        raise
     except Exception:
         if not state.owner_alive(found):
-            raise CliError(f"lab {found.id} went down while it was being probed", 2) from None
+            raise LabError(f"lab {found.id} went down while it was being probed") from None
         raise
     finally:
         lab.close()

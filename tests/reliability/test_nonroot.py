@@ -32,6 +32,8 @@ NEED_ROOT = {
     "clean": ("clean",),
     "rules": ("rules", "node-1"),
     "probe": ("probe", "--from", "client", "--to", "web"),
+    "lb": ("lb",),
+    "bench": ("bench", "--quick"),
 }
 # Pure modules: no interpreter started, no namespace made.
 UNIT_SUBSET = [
