@@ -22,7 +22,7 @@ from testbed.core import scenario as loader
 from testbed.core.errors import LabError
 from testbed.core.model import Expectation, NodePlan, Plan, ProbePlan
 from testbed.core.scenario import Scenario
-from testbed.kernel import netbuild, netns, procs, signals, state
+from testbed.kernel import netns, procs, signals, state
 from testbed.kernel.capture import Capture, Point
 from testbed.kernel.checkpoint import reached
 from testbed.kernel.edge import EdgeBalancer
@@ -32,6 +32,7 @@ from testbed.kernel.probe import run as run_probe
 from testbed.kernel.servers import ServerHub
 from testbed.live import changes, steps
 from testbed.live.described import described_probe
+from testbed.live.host import Host, NetnsHost
 from testbed.live.proxy import Proxy, RenderedProxy
 from testbed.verdict import judge, oracle
 from testbed.verdict.judge import Verdict
@@ -66,7 +67,7 @@ class Lab:
         self.wiring = topology.wire(plan, self.id)
         self.serve = serve
         self.hub = None
-        self._nl: netbuild.Netlink | None = None
+        self.host: Host = NetnsHost()  # the namespaces on this machine, behind one seam
         self._state: state.LabState | None = None
         self.proxy: Proxy = RenderedProxy()  # kube-proxy on every node, behind one seam
         self.edge = None
@@ -147,8 +148,7 @@ class Lab:
             self._claim()
             state.save_copy(self.id, self.scenario, self.plan, self.removed)
             reached("state-saved")
-            self._nl = netbuild.Netlink()
-            netbuild.apply(self.wiring, self._nl, on_made=self._made.append)
+            self.host.make(self.wiring, on_made=self._made.append)
             if self.serve:
                 self.hub = ServerHub() if self.seen_limit is None else ServerHub(self.seen_limit)
                 self.hub.start()
@@ -172,9 +172,7 @@ class Lab:
         if self._capture is not None:
             self._capture.stop()
             self._capture = None
-        if self._nl is not None:
-            self._nl.close()
-            self._nl = None
+        self.host.close()
 
     def down(self) -> list[str]:
         """Tear everything down; safe to call twice and after a failed build.
@@ -201,8 +199,7 @@ class Lab:
                     failures.append(exc)
         self.close()
         made, self._made = self._made, []
-        procs.stop_inside([netns.path(n) for n in made])
-        removed = netbuild.remove_all(made)
+        removed = self.host.remove(made)
         if self._state is not None and state.still_mine(self.id, procs.me()):
             state.forget(self.id)
         self._state = None
@@ -223,12 +220,6 @@ class Lab:
             known = ", ".join(self.wiring.namespaces)
             raise LabError(f"no namespace named {name!r} in lab {self.id} (known: {known})")
         return self.wiring.ns(name)
-
-    @property
-    def netlink(self) -> netbuild.Netlink:
-        if self._nl is None:
-            self._nl = netbuild.Netlink()
-        return self._nl
 
     # -- rules and servers -----------------------------------------------------
 
@@ -286,15 +277,13 @@ class Lab:
         for name in sorted(gone):
             if self.hub is not None:
                 self.hub.remove(self.wiring.ns(name))
-            self.netlink.forget(self.wiring.ns(name))
-            procs.stop_inside([netns.path(self.wiring.ns(name))])
-            netbuild.remove_all([self.wiring.ns(name)])
+            self.host.remove([self.wiring.ns(name)])
             if self.wiring.ns(name) in self._made:
                 self._made.remove(self.wiring.ns(name))
         self.wiring = wiring
         if added:
             only = topology.only_pods(wiring, plan, added)
-            netbuild.apply(only, self.netlink, on_made=self._made.append)
+            self.host.make(only, on_made=self._made.append)
         if self._capture is not None:  # capture points follow the pods
             self._capture.stop()
             self._capture = None
