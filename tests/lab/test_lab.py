@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from testbed.live.lab import Lab
-from tests.lab.conftest import lab_namespaces, load_plan, state_files
+from tests.support.world import lab_namespaces, load_plan, state_files
 
 pytestmark = pytest.mark.lab
 

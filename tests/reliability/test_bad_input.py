@@ -28,8 +28,10 @@ from hypothesis import strategies as st
 from testbed.core import scenario
 from testbed.core.scenario import ScenarioError
 from testbed.live import changes
-from tests.reliability.conftest import IS_ROOT, LIBRARY, ROOT, Private, netns_names
-from tests.reliability.hostile import HOSTILE
+from tests.support.commands import LIBRARY, ROOT
+from tests.support.hostile import HOSTILE
+from tests.support.private import IS_ROOT, Private
+from tests.support.world import netns_names
 
 pytestmark = pytest.mark.reliability
 

@@ -19,7 +19,8 @@ import pytest
 from testbed.core import limits, scenario
 from testbed.kernel import state
 from testbed.live import changes
-from tests.reliability.conftest import ROOT, Private
+from tests.support.commands import ROOT
+from tests.support.private import Private
 
 pytestmark = pytest.mark.reliability
 

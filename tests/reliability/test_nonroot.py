@@ -18,7 +18,8 @@ import pytest
 
 from testbed.cli import NEEDS_ROOT
 from testbed.pytest_plugin import SKIP_REASON
-from tests.reliability.conftest import IS_ROOT, ROOT, Private
+from tests.support.commands import ROOT
+from tests.support.private import IS_ROOT, Private
 
 pytestmark = pytest.mark.reliability
 
