@@ -45,7 +45,7 @@ def test_upper_gamma_edges() -> None:
     assert chi2_sf(0.0, 3) == 1.0
     assert upper_gamma_q(1.0, 0.0) == 1.0
     assert upper_gamma_q(1.0, 3.0) == pytest.approx(math.exp(-3.0))
-    assert 0.0 <= chi2_sf(1e4, 1) < 1e-300 or chi2_sf(1e4, 1) == 0.0
+    assert 0.0 <= chi2_sf(1e4, 1) < 1e-300
     with pytest.raises(ValueError):
         chi2_sf(1.0, 0)
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from testbed.core import scenario
+from testbed.core.describe import describe
 from testbed.core.model import Endpoint, Target
-from testbed.core.plan import describe, plan
+from testbed.core.plan import plan
 from testbed.core.scenario import ScenarioError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -410,9 +414,27 @@ def test_describe_shows_what_will_exist():
         assert fact in text, fact
 
 
+PLAN_REPR = (
+    "import sys; from testbed.core import plan, scenario;"
+    " sys.stdout.write(repr(plan.plan(scenario.load(sys.argv[1]))))"
+)
+
+
 def test_plan_is_deterministic():
-    text = (ROOT / "scenarios" / "default.yaml").read_text()
-    assert plan(scenario.loads(text, "a.yaml")) == plan(scenario.loads(text, "a.yaml"))
+    """The same file plans the same in any process: set and dict orders may differ between
+    interpreters (string hashing is salted per process), so plan in several of them."""
+    path = str(ROOT / "scenarios" / "lb-cluster-vs-local-balance.yaml")
+    here = repr(plan(scenario.load(path)))
+    for seed in ("1", "2", "3"):
+        done = subprocess.run(
+            [sys.executable, "-c", PLAN_REPR, path],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONHASHSEED=seed),
+            check=True,
+        )
+        assert done.stdout == here, f"PYTHONHASHSEED={seed} plans differently"
 
 
 def test_hundred_nodes_and_thousand_pods_plan_well_under_a_second():
