@@ -11,20 +11,15 @@ import os
 import sys
 from collections.abc import Sequence
 
-from testbed.cli.common import (  # noqa: F401  (the names commands and tests use)
-    LIBRARY,
-    NEEDS_ROOT,
+from testbed.cli.common import (
     PROG,
     CliError,
     Parser,
     check_limits,
     find_lab,
-    library,
     load_both,
-    load_plan,
     print_warnings,
     require_root,
-    resolve_scenario,
 )
 
 # -- commands ------------------------------------------------------------------
@@ -32,11 +27,11 @@ from testbed.cli.common import (  # noqa: F401  (the names commands and tests us
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from testbed.core import limits
-    from testbed.core import plan as planner
+    from testbed.core.describe import describe
 
     scenario, planned = load_both(args.scenario, args.proxy_mode)
     print_warnings(scenario)
-    print(planner.describe(planned))
+    print(describe(planned))
     text = limits.message(planned)
     if text is not None:
         print(f"warning: {text}")

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from testbed.core.errors import NeedsRoot, UsageError
-from testbed.core.library import LIBRARY, library, resolve  # noqa: F401  (commands list the library)
+from testbed.core.library import resolve
 
 PROG = "testbed"
 NEEDS_ROOT = str(NeedsRoot())
@@ -53,10 +53,6 @@ def print_warnings(scenario) -> None:
     """What the scenario loads with but the user should know, on stderr."""
     for warning in scenario.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-
-
-def load_plan(arg: str | None, proxy_mode: str | None = None):
-    return load_both(arg, proxy_mode)[1]
 
 
 def check_limits(plan) -> None:

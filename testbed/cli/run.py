@@ -19,13 +19,13 @@ from testbed.cli.common import (
     CliError,
     check_limits,
     find_lab,
-    library,
     load_both,
     print_warnings,
     require_root,
     resolve_scenario,
 )
 from testbed.core.errors import LabError, TestbedError
+from testbed.core.library import library
 
 
 def _progress(enabled: bool):

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from testbed.core.load import load_both
 from testbed.core.records import DROPPED
 from testbed.kernel import lbview, netns
-from testbed.kernel.capture import ACK, SYN
-from testbed.live import runner, steps
+from testbed.kernel.frames import ACK, SYN
+from testbed.live import steps
 from testbed.live.lab import Lab
 from testbed.verdict import measure
 from tests.support.commands import SCENARIOS, run_testbed
@@ -84,7 +85,7 @@ def test_node_that_loses_its_last_pod_drops_flows_only_until_the_edge_settles(li
 
 
 def test_the_edge_route_loses_the_node_and_its_check_says_503():
-    scenario, plan = runner.load_both(str(SCENARIOS / "lb-local-healthcheck.yaml"))
+    scenario, plan = load_both(str(SCENARIOS / "lb-local-healthcheck.yaml"))
     with Lab(plan, scenario=scenario) as lab:
         lab.wait_for_edge()
         edge_ns = lab.wiring.ns("edge")
@@ -182,7 +183,7 @@ def test_a_retransmitted_syn_goes_to_the_node_its_first_syn_went_to(mode):
     """A pass-through LB pins a flow by its 5-tuple: a SYN the client retransmits (here
     because its first SYN-ACK is dropped in the client's own namespace) reaches the node
     the first one reached, and the connection then completes."""
-    scenario, plan = runner.load_both(str(SCENARIOS / "cluster-to-local-outage.yaml"), mode)
+    scenario, plan = load_both(str(SCENARIOS / "cluster-to-local-outage.yaml"), mode)
     vip = plan.service("runners").lb_ips[0]
     with Lab(plan, scenario=scenario) as lab:
         first_reply = "--connbytes 1:1 --connbytes-dir reply --connbytes-mode packets"
@@ -223,7 +224,7 @@ def test_a_retransmitted_syn_goes_to_the_node_its_first_syn_went_to(mode):
 def test_a_clusterip_from_outside_is_rejected_every_time_and_says_why():
     """The newcomer's first probe: the edge has no route to the Service CIDR and answers
     each attempt (a kernel without a route answers about five in a burst per source)."""
-    scenario, plan = runner.load_both(str(SCENARIOS / "default.yaml"))
+    scenario, plan = load_both(str(SCENARIOS / "default.yaml"))
     with Lab(plan, scenario=scenario) as lab:
         first = lab.probe(source="client", service="web", count=60)
         again = lab.probe(source="client", service="web", count=60)

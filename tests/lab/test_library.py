@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from testbed.core.load import load, load_both
 from testbed.core.records import COMPLETED, DELIVERED, DROPPED, REJECTED
 from testbed.live import runner
 
@@ -135,7 +136,7 @@ def test_a_wrong_expectation_fails_with_a_reason():
         "no-snat-broken-return": {"return_path": "correct"},
     }
     for name, change in wrong.items():
-        plan = runner.load(str(LIBRARY[0].parent / f"{name}.yaml"))
+        plan = load(str(LIBRARY[0].parent / f"{name}.yaml"))
         first = plan.probes[0]
         bad = replace(first, expect=replace(first.expect, **change))
         plan = replace(plan, probes=(bad,))
@@ -182,7 +183,7 @@ PACKET_STORIES = [
 @pytest.mark.parametrize("name", PACKET_STORIES)
 def test_scapy_packet_probes_tell_the_same_story_as_connections(library_runs, name):
     """The same probes as Scapy-built SYNs/datagrams: same outcomes, pods, sources, paths."""
-    scenario, plan = runner.load_both(str(LIBRARY[0].parent / f"{name}.yaml"))
+    scenario, plan = load_both(str(LIBRARY[0].parent / f"{name}.yaml"))
     plan = replace(plan, probes=tuple(replace(p, mode="packet") for p in plan.probes))
     result, observations = runner.run_plan(plan, scenario=scenario)
     failing = {v.name: v.reasons for v in result.verdicts if not v.passed}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.cli import NEEDS_ROOT
+from testbed.cli.common import NEEDS_ROOT
 from testbed.pytest_plugin import SKIP_REASON
 from tests.support.commands import ROOT
 from tests.support.private import IS_ROOT, Private

@@ -8,9 +8,9 @@ import pytest
 
 from testbed.core.model import Expectation, LoadBalancerConfig
 from testbed.core.records import Attempt, Hop, Observation
-from testbed.verdict.judge import ALPHA, chi_square, judge, path_text
+from testbed.verdict.judge import judge, path_text
 from testbed.verdict.oracle import predict
-from testbed.verdict.statistics import chi2_sf, upper_gamma_q
+from testbed.verdict.statistics import ALPHA, chi2_sf, chi_square, upper_gamma_q
 from tests.support.oracle_worlds import CLIENT_IP, N1, N2, VIP, probe, world
 
 # -- chi-square ----------------------------------------------------------------------------
