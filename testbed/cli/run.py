@@ -7,6 +7,7 @@ As in the rest of the CLI, each command imports what it needs when it runs, so
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -188,32 +189,58 @@ def ipv4(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
 
 
+def went_down(found, wait: float = 5.0) -> bool:
+    """Whether the lab was taken down under a command: its owner gone or a namespace missing.
+
+    `testbed down` ends every process inside the lab's namespaces, a prober switched into
+    one included, while the owner is still tearing down: that is given `wait` seconds to show.
+    """
+    import time
+
+    from testbed.kernel import netns, state
+
+    deadline = time.monotonic() + wait
+    while True:
+        if not state.owner_alive(found):
+            return True
+        if not all(os.path.lexists(netns.path(n)) for n in found.namespaces):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     require_root()
-    from testbed.kernel import state
+    import signal
+
+    from testbed.kernel import signals
     from testbed.verdict import report
 
     found = find_lab(args.lab)
     lab = attach(found)
     try:
-        verdict = lab.probe(
-            source=args.source,
-            service=args.to,
-            via=args.via,
-            node=args.node,
-            port=args.port,
-            count=args.count,
-            protocol=args.protocol,
-            address=args.address,
-        )
+        with signals.handled():
+            verdict = lab.probe(
+                source=args.source,
+                service=args.to,
+                via=args.via,
+                node=args.node,
+                port=args.port,
+                count=args.count,
+                protocol=args.protocol,
+                address=args.address,
+            )
     except LabError:
         raise
-    except Exception:
-        if not state.owner_alive(found):
+    except (Exception, signals.Interrupted) as exc:
+        asked = isinstance(exc, signals.Interrupted) and exc.signum == signal.SIGINT
+        if not asked and went_down(found):  # a Ctrl-C is the user's; the rest may be `down`
             raise LabError(f"lab {found.id} went down while it was being probed") from None
         raise
     finally:
-        lab.close()
+        with contextlib.suppress(OSError):  # captures in namespaces that may be gone
+            lab.close()
     result = report.ScenarioResult(found.name, found.file, found.proxy_mode, 0.0, (verdict,))
     print(report.table([result]))
     return 0 if verdict.passed else 1
