@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from testbed.verdict import tablefit
-from testbed.verdict.judge import ALPHA, FAMILY_ALPHA, MAX_CHECKS, Verdict
+from testbed.verdict.judge import Verdict
+from testbed.verdict.statistics import ALPHA, FAMILY_ALPHA, MAX_CHECKS
 
 PASS = "PASS"
 FAIL = "FAIL"

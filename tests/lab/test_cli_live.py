@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.lab.conftest import run_testbed
+from tests.support.commands import run_testbed
 
 pytestmark = pytest.mark.lab
 
