@@ -108,10 +108,12 @@ def _share_panel(ax, verdict: Verdict, colours: dict[str, str], title: str) -> N
     expected = [(x, r[4]) for x, r in zip(xs, rows, strict=True) if r[4] is not None]
     if expected and delivered:
         spread = [Z * 100 * math.sqrt(e * (1 - e) / delivered) for _, e in expected]
+        low = [min(w, 100 * e) for w, (_, e) in zip(spread, expected, strict=True)]
+        high = [min(w, 100 - 100 * e) for w, (_, e) in zip(spread, expected, strict=True)]
         ax.errorbar(
             [x for x, _ in expected],
             [100 * e for _, e in expected],
-            yerr=spread,
+            yerr=[low, high],  # a share stays within 0-100%
             fmt="D",
             color="black",
             markersize=6,
