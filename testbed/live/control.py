@@ -24,11 +24,11 @@ ACTIONS = ("scale", "deletePod", "setPolicy")
 
 
 def request_path(lab_id: str) -> str:
-    return os.path.join(state.STATE_DIR, f"{lab_id}.change")
+    return state.change_paths(lab_id)[0]
 
 
 def answer_path(lab_id: str) -> str:
-    return os.path.join(state.STATE_DIR, f"{lab_id}.changed")
+    return state.change_paths(lab_id)[1]
 
 
 def describe(change: dict) -> str:
