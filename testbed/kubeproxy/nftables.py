@@ -138,11 +138,18 @@ def _base(out: list[str], node: NodePlan, opts: ProxyOptions) -> None:
             f"{_RULE}cluster-ips-check ip daddr {{ {service_cidrs} }} drop"
             ' comment "Drop traffic to unallocated ClusterIPs"'
         )
-    # kube-proxy has no localhost NodePorts in nftables mode: only the node IP accepts them.
-    out += [
+    # kube-proxy has no localhost NodePorts in nftables mode; its nodePortAddresses default
+    # is the node IP ("primary").
+    accepted = opts.node_port_ips(node)
+    candidates = (node.ip,) if accepted is None else accepted
+    node_ips = [ip for ip in candidates if not ip.startswith("127.")]
+    out.append(
         f'add set {TABLE} nodeport-ips {{ type ipv4_addr ; comment "IPs that accept NodePort'
-        ' traffic" ; }',
-        f"{_ELEMENT}nodeport-ips {{ {node.ip} }}",
+        ' traffic" ; }'
+    )
+    if node_ips:
+        out.append(f"{_ELEMENT}nodeport-ips {{ {', '.join(node_ips)} }}")
+    out += [
         f"add map {TABLE} no-endpoint-services {{ type ipv4_addr . inet_proto . inet_service"
         ' : verdict ; comment "vmap to drop or reject packets to services with no endpoints" ; }',
         f"add map {TABLE} no-endpoint-nodeports {{ type inet_proto . inet_service : verdict ;"

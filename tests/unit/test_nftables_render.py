@@ -414,3 +414,29 @@ def test_render_scales_linearly_enough() -> None:
     )
     assert len(chains) == base_chains + 1000 * (1 + 1 + 3)  # service, external, endpoints
     assert elapsed < 5, f"render took {elapsed:.2f} s"
+
+
+def test_node_port_addresses_fill_the_nodeport_ips_set_without_loopback():
+    node = NodePlan(
+        name="n", index=1, ip="172.18.0.11", pod_cidr="10.244.1.0/24", gateway="10.244.1.1"
+    )
+    web = ServicePlan(
+        "default",
+        "web",
+        "NodePort",
+        "10.96.0.10",
+        (PortPlan("http", 80, node_port=30080, endpoints=(Endpoint("10.244.1.2", 80, "n"),)),),
+    )
+
+    def elements(opts: ProxyOptions) -> list[str]:
+        text = nftables.render(node, [web], opts)
+        return [x for x in text.splitlines() if "element" in x and "nodeport-ips" in x]
+
+    assert elements(ProxyOptions()) == [
+        f"add element {nftables.TABLE} nodeport-ips {{ 172.18.0.11 }}"
+    ]
+    wide = ProxyOptions(node_port_addresses=("10.244.0.0/16", "172.18.0.0/24", "127.0.0.0/8"))
+    assert elements(wide) == [
+        f"add element {nftables.TABLE} nodeport-ips {{ 172.18.0.11, 10.244.1.1 }}"
+    ]
+    assert elements(ProxyOptions(node_port_addresses=("192.0.2.0/24",))) == []
