@@ -34,6 +34,7 @@ predicting without it would be predicting a different cluster.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from testbed.core.errors import TestbedError
@@ -96,6 +97,11 @@ def services(plan: Plan, listing: Mapping[str, Any]) -> tuple[ServicePlan, ...]:
     return tuple(
         _service(svcs[key], slices.get(key, []), known.get(key), pods_by_ip) for key in order
     )
+
+
+def with_services(plan: Plan, listing: Mapping[str, Any]) -> Plan:
+    """The plan with its Services replaced by what the API server holds (for the oracle)."""
+    return replace(plan, services=services(plan, listing))
 
 
 def _service(

@@ -188,3 +188,13 @@ def test_a_testbed_slice_without_its_service_label_is_refused():
     del web_slice["metadata"]["labels"]["kubernetes.io/service-name"]
     with pytest.raises(FromApiError, match="EndpointSlice default/web-0: metadata.labels"):
         fromapi.services(_plan(), listing)
+
+
+def test_with_services_keeps_everything_else_of_the_plan():
+    plan = _plan("default")
+    listing = _json("library/default.json")
+    web = next(i for i in listing["items"] if i["metadata"]["name"] == "web")
+    web["spec"]["externalTrafficPolicy"] = "Local"
+    changed = fromapi.with_services(plan, listing)
+    assert changed.services[0].external_policy == "Local"
+    assert (changed.nodes, changed.pods, changed.probes) == (plan.nodes, plan.pods, plan.probes)
