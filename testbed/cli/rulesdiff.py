@@ -8,13 +8,21 @@ self-check: it must be empty.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from testbed.cli.common import CliError
 
 
-def node_diff(found: Any, node_name: str, ns: str) -> tuple[str, bool]:
-    """(the report, identical) for one node of a running lab."""
+def node_diff(
+    found: Any, node_name: str, ns: str, listing: Mapping[str, Any] | None = None
+) -> tuple[str, bool]:
+    """(the report, identical) for one node of a running lab.
+
+    `listing` (upstream mode): `kubectl get services,endpointslices -A -o json` of the
+    lab's API server; ours is then rendered from what it holds, so a change made with
+    kubectl is not reported as a difference.
+    """
     from testbed.kernel import rules as sync
     from testbed.kernel import state
     from testbed.kubeproxy import rulediff
@@ -32,7 +40,15 @@ def node_diff(found: Any, node_name: str, ns: str) -> tuple[str, bool]:
     else:
         theirs = "kernel"
         note = f"lab {found.id} is not upstream: a self-check of the built-in renderer's load\n"
-    ours = sync.kernel_form(mode, sync.render(node, plan.services, plan.proxy))
+    services = plan.services
+    if listing is not None:
+        from testbed.kubeproxy import fromapi
+
+        try:
+            services = fromapi.services(plan, listing)
+        except fromapi.FromApiError as exc:
+            raise CliError(f"lab {found.id}: {exc}", 2) from None
+    ours = sync.kernel_form(mode, sync.render(node, services, plan.proxy))
     held = sync.dump(ns, mode)
     result = rulediff.diff(node_name, mode, ours, held, "rendered", theirs)
     return note + result.text(), result.identical
