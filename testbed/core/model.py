@@ -28,6 +28,9 @@ class ProxyOptions:
     # nodePortAddresses: CIDRs or "primary"; () is kube-proxy's default (iptables: every
     # local address; nftables: the node IP)
     node_port_addresses: tuple[str, ...] = ()
+    # the kube-proxy release whose rules are rendered ("v1.37.2"); "" is the reference
+    # layout the library was proven with (nftables mode as 1.34 and 1.35 write it)
+    version: str = ""
 
     def node_port_ips(self, node: NodePlan) -> tuple[str, ...] | None:
         """The node addresses NodePorts are accepted on; None: every local address.

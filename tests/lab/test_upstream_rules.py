@@ -1,0 +1,43 @@
+"""Our rendering, loaded by the kernel, against what the real kube-proxy wrote (captured).
+
+tests/data/upstream/dumps/ holds the real kube-proxy's dumps for the default scenario
+(see its README); here the renderer's text for the same plan and version goes through
+the kernel (a scratch namespace) and the normalised diff must be empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from testbed.core.library import LIBRARY
+from testbed.core.load import load
+from testbed.kernel import rules as sync
+from testbed.kubeproxy import rulediff
+
+pytestmark = pytest.mark.lab
+
+DUMPS = Path(__file__).resolve().parent.parent / "data" / "upstream" / "dumps"
+CASES = [
+    ("iptables", "v1.37.2", "node-1"),
+    ("iptables", "v1.37.2", "node-3"),
+    ("nftables", "v1.37.2", "node-1"),
+    ("nftables", "v1.37.2", "node-2"),
+    ("nftables", "v1.35.4", "node-1"),
+    ("nftables", "v1.33.13", "node-1"),
+]
+
+
+@pytest.mark.parametrize(("mode", "version", "node"), CASES)
+def test_rendered_rules_equal_the_real_kube_proxys(mode, version, node):
+    plan = load(str(LIBRARY / "default.yaml"), mode)
+    # as upstream mode runs kube-proxy: NodePorts on the node IP only, at that version
+    opts = replace(
+        plan.proxy, node_port_addresses=("primary",), localhost_nodeports=False, version=version
+    )
+    ours = sync.kernel_form(mode, sync.render(plan.node(node), plan.services, opts))
+    theirs = (DUMPS / f"default.{mode}.{node}.{version}").read_text()
+    d = rulediff.diff(node, mode, ours, theirs, "rendered", f"kube-proxy {version}")
+    assert d.identical, d.text()
