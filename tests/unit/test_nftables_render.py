@@ -498,3 +498,15 @@ def test_v1_37_layout_matches_kube_proxy_overall_dump() -> None:
     assert len(ours) == len(set(ours)), "a statement is written twice"
     assert sorted(set(ours) - set(upstream)) == sorted(set(upstream) - set(ours)) == []
     assert _rules_by_chain(ours) == _rules_by_chain(upstream)
+
+
+def test_the_1_36_layout_syncs_the_whole_table():
+    """Its hairpin set is shared by every Service, so no per-Service delta is written."""
+    from testbed.kubeproxy import incremental
+
+    old = (NODEPORT_CLUSTER,)
+    new = (replace(NODEPORT_CLUSTER, external_policy="Local"),)
+    opts = replace(OPTS, version="v1.37.2")
+    change = incremental.delta("nftables", old, new, NODE, opts)
+    assert change.full and change.text == nftables.render(NODE, new, opts)
+    assert not incremental.delta("nftables", old, new, NODE, OPTS).full
