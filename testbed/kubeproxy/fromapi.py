@@ -25,10 +25,13 @@ What is read and why:
   written by hand must carry `managed-by: testbed` to be seen here (kube-proxy itself
   reads every slice of a Service, whoever wrote it).
 - Headless Services (clusterIP None) are kept with cluster_ip None: kube-proxy skips them.
+  An ExternalName Service the plan does not have is skipped too (kube-proxy writes nothing
+  for it); one of the plan's turned into ExternalName is refused, its probes would have
+  no Service to reach.
 
-Anything the model cannot express (trafficDistribution, topology hints, ExternalName,
-SCTP, IPv6 or dual-stack, ipMode Proxy) is a FromApiError naming the object and field:
-predicting without it would be predicting a different cluster.
+Anything the model cannot express (trafficDistribution, topology hints, a planned Service
+turned ExternalName, SCTP, IPv6 or dual-stack, ipMode Proxy) is a FromApiError naming the
+object and field: predicting without it would be predicting a different cluster.
 """
 
 from __future__ import annotations
@@ -92,6 +95,9 @@ def services(plan: Plan, listing: Mapping[str, Any]) -> tuple[ServicePlan, ...]:
         else:
             raise FromApiError(f"unexpected {kind or 'item'} {key} in the listing")
     known = {s.key: s for s in plan.services}
+    for key in [k for k, obj in svcs.items() if k not in known]:
+        if (svcs[key].get("spec") or {}).get("type") == "ExternalName":
+            del svcs[key]  # a DNS name only: kube-proxy writes nothing for it
     order = [k for k in known if k in svcs] + sorted(k for k in svcs if k not in known)
     pods_by_ip = {p.ip: p.name for p in plan.pods}
     return tuple(

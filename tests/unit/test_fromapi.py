@@ -120,7 +120,6 @@ def test_every_modelled_field_is_read():
     ("service", "message"),
     [
         ("topology", "Service unmodelled/topology: spec.trafficDistribution: PreferClose is not"),
-        ("external-name", "Service unmodelled/external-name: spec.type: ExternalName"),
         ("hinted", "EndpointSlice unmodelled/hinted-a: endpoints[0].hints: topology hints"),
         ("proxied", "Service unmodelled/proxied: status.loadBalancer.ingress[0].ipMode: Proxy"),
         ("sctp", "Service unmodelled/sctp: spec.ports[0].protocol: SCTP is not modelled"),
@@ -198,3 +197,13 @@ def test_with_services_keeps_everything_else_of_the_plan():
     changed = fromapi.with_services(plan, listing)
     assert changed.services[0].external_policy == "Local"
     assert (changed.nodes, changed.pods, changed.probes) == (plan.nodes, plan.pods, plan.probes)
+
+
+def test_external_name_is_skipped_unless_a_planned_service_became_one():
+    listing = _only(_json("fields.json"), "unmodelled", "external-name")
+    assert fromapi.services(_plan(), listing) == ()  # kube-proxy writes nothing for it
+    listing = _json("library/default.json")
+    web = next(i for i in listing["items"] if i["metadata"]["name"] == "web")
+    web["spec"] = {"type": "ExternalName", "externalName": "example.com"}
+    with pytest.raises(FromApiError, match="Service default/web: spec.type: ExternalName"):
+        fromapi.services(_plan(), listing)
