@@ -124,8 +124,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"testbed bench: {exc}", file=sys.stderr)
         return 2
+    from testbed.core import outfiles
+    from testbed.core.errors import TestbedError
     from testbed.kernel import signals
 
+    try:  # a path that cannot be written fails now, not after the whole benchmark
+        out = outfiles.open_file(args.json) if args.json else None
+    except TestbedError as exc:
+        print(f"testbed bench: {exc}", file=sys.stderr)
+        return 2
     cfg = Config.quick() if args.quick else Config()
     sandbox = Sandbox()
     figures: list[Figure] = []
@@ -152,6 +159,9 @@ def run(args: argparse.Namespace) -> int:
                 if left:
                     log(f"removed {len(left)} leftover namespaces")
     except signals.Interrupted as exc:
+        if out is not None:  # no half-written report: the file we created goes
+            out.close()
+            os.unlink(args.json)
         print(
             f"testbed bench: interrupted by {exc}; everything it made was removed", file=sys.stderr
         )
@@ -164,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"failed: {failure}")
         code = 1
     print(f"\n{len(figures)} figures in {elapsed:.0f} s ({'quick' if args.quick else 'full'} run)")
-    if args.json:
+    if out is not None:
         report = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
             "seconds": round(elapsed, 1),
@@ -176,8 +186,8 @@ def run(args: argparse.Namespace) -> int:
             "errors": errors,
             "failures": sandbox.failures,
         }
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=1)
+        with out:  # opened at start, never through a planted link
+            out.write(json.dumps(report, indent=1).encode())
     return code
 
 

@@ -35,12 +35,15 @@ class Sandbox:
     def __init__(self) -> None:
         self.prefix = f"{NS_PREFIX}{os.getpid()}-"
         self._count = 0
+        self._made: list[str] = []  # every name handed out: sweep removes these and only these
         self.children: set[subprocess.Popen[str]] = set()
         self.failures: list[str] = []
 
     def name(self, what: str) -> str:
         self._count += 1
-        return f"{self.prefix}{self._count}-{what}"
+        name = f"{self.prefix}{self._count}-{what}"
+        self._made.append(name)
+        return name
 
     def create(self, what: str) -> str:
         from testbed.kernel import netns
@@ -55,7 +58,8 @@ class Sandbox:
         netns.remove(name)
 
     def sweep(self) -> list[str]:
-        """Stop children still running, then remove every namespace with our prefix."""
+        """Stop children still running, then remove the namespaces made under names this
+        sandbox handed out (a name itself, or a lab built under it: `NAME-...`)."""
         from testbed.kernel import netns
 
         for child in list(self.children):
@@ -65,7 +69,9 @@ class Sandbox:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.wait(timeout=60)
             self.children.discard(child)
-        left = [n for n in netns.listed() if n.startswith(self.prefix)]
+        made = tuple(self._made)
+        labs = tuple(f"{m}-" for m in made)
+        left = [n for n in netns.listed() if n in made or n.startswith(labs)]
         for name in left:
             netns.remove(name)
         return left

@@ -237,9 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_clean)
 
     from testbed import bench, upstream
+    from testbed.cli import report as reportcli
     from testbed.cli import run as runcli
+    from testbed.cli import trace as tracecli
 
     runcli.add_commands(sub, modes)
+    reportcli.add_commands(sub)
+    tracecli.add_commands(sub)
     bench.add_command(sub)
     upstream.add_command(sub)
     return parser

@@ -102,6 +102,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "junit" in outputs:
         with outputs["junit"] as handle:
             handle.write(report.to_junit(results).encode())
+    if "html" in outputs:
+        from testbed.verdict import html
+
+        with outputs["html"] as handle:
+            handle.write(html.render(report.to_json(results)).encode())
     if refused and not loaded:
         return 2  # nothing could run: bad input, as with one scenario
     return 0 if all(r.passed for r in results) else 1
@@ -115,7 +120,7 @@ def _open_outputs(args: argparse.Namespace) -> dict:
 
     opened = {}
     try:
-        for key in ("json", "junit"):
+        for key in ("json", "junit", "html"):
             if getattr(args, key):
                 opened[key] = outfiles.open_file(getattr(args, key))
         for key in ("pcap", "plots"):
@@ -227,6 +232,7 @@ def add_commands(sub, modes: list[str]) -> None:
     p.add_argument("--proxy-mode", choices=modes, help="override each scenario's proxyMode")
     p.add_argument("--json", metavar="FILE", help="write the JSON report here")
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report here")
+    p.add_argument("--html", metavar="FILE", help="draw every probe's paths on one HTML page")
     p.add_argument("--pcap", metavar="DIR", help="write one pcap per probe and hop here")
     p.add_argument("--plots", metavar="DIR", help="draw shares and latency as PNG files here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")

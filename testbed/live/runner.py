@@ -19,6 +19,7 @@ from testbed.core.records import Observation
 from testbed.core.scenario import Scenario, ScenarioError
 from testbed.kernel.capture import Frame, write_pcap
 from testbed.live.lab import Lab
+from testbed.verdict import layout
 from testbed.verdict.report import ScenarioResult
 
 Progress = Callable[[str], None]
@@ -66,6 +67,7 @@ def run_plan(
         seconds=round(time.monotonic() - started, 3),
         verdicts=tuple(verdicts),
         description=plan.description,
+        topology=layout.topology(plan, scenario.lab.steps if scenario else ()),
     )
     return result, observations
 

@@ -30,6 +30,7 @@ from testbed.core.records import COMPLETED, DELIVERED, DROPPED, REJECTED, Observ
 from testbed.core.scenario import Step
 from testbed.kernel.probe import DEFAULT_TIMEOUT
 from testbed.kernel.probe import run as run_probe
+from testbed.live import tracing
 from testbed.verdict import judge, oracle
 from testbed.verdict.judge import Verdict
 
@@ -121,7 +122,13 @@ def _batch(lab: Lab, probe: ProbePlan, timeout: float = BATCH_TIMEOUT) -> Observ
 
 
 def observe(lab: Lab, probe: ProbePlan) -> tuple[Observation, Verdict]:
-    """Lab.observe, except that a probe measuring latency sends one attempt at a time."""
+    """Lab.observe, except that a probe measuring latency sends one attempt at a time, and
+    a probe with `trace: true` then sends one marked packet (live/tracing.py)."""
+    observed, verdict = _observe(lab, probe)
+    return observed, (tracing.traced(lab, probe, verdict) if probe.trace else verdict)
+
+
+def _observe(lab: Lab, probe: ProbePlan) -> tuple[Observation, Verdict]:
     if not probe.measure_latency:
         return lab.observe(probe)
 

@@ -17,11 +17,12 @@ from dataclasses import replace
 import pytest
 
 from testbed.core.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
+from testbed.core.topology import NS_PREFIX
 from testbed.kernel import netns
 from testbed.kernel import rules as sync
 from testbed.kubeproxy import incremental
 
-PREFIX = "tbt-inc-"
+PREFIX = f"{NS_PREFIX}inc-"  # the suite's own prefix: a concurrent suite never sees these
 NODE = NodePlan("node-1", 1, "172.18.0.11", "10.244.1.0/24", "10.244.1.1")
 MODES = ("iptables", "nftables")
 _names = itertools.count()

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from testbed.core.topology import NS_PREFIX
 from testbed.kernel import netns
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "iptables"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.txt"))
-PREFIX = "tbt-ipt-"
+PREFIX = f"{NS_PREFIX}ipt-"  # the suite's own prefix: a concurrent suite never sees these
 
 
 def _run(ns: str, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:

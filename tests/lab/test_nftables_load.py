@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from testbed.core.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
+from testbed.core.topology import NS_PREFIX
 from testbed.kernel import netns
 from testbed.kubeproxy import nftables
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.lab
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "nftables"
 CASES = sorted(GOLDEN.glob("*.nft"))
-PREFIX = "tbt-nft-"
+PREFIX = f"{NS_PREFIX}nft-"  # the suite's own prefix: a concurrent suite never sees these
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 Other people run labs (prefix `tb-`) and benchmarks on this machine at the same time,
 and `testbed clean` removes every lab of its prefix. So every command here runs with
-TESTBED_NS_PREFIX=tbr-<pid>- and a TESTBED_STATE_DIR of its own: our `clean` never
+TESTBED_NS_PREFIX=<the suite's prefix>r- and a TESTBED_STATE_DIR of its own: our `clean` never
 sees their labs, theirs never sees ours. Whatever a test leaves is swept at teardown
 with that same private environment, and the session fails if anything is left.
 """
@@ -25,8 +25,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "testbed" / "scenarios"
-PREFIX = f"tbr-{os.getpid()}-"
-STALE = re.compile(r"^tbr-(\d+)-")
+# Inside the suite's own prefix (tests/conftest.py), so a concurrent suite never sees these.
+PREFIX = f"{os.environ['TESTBED_NS_PREFIX']}r-"
+STALE = re.compile(r"^tbt(\d+)-")  # any suite's namespaces whose runner is gone
 IS_ROOT = os.geteuid() == 0
 
 

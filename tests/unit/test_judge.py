@@ -300,7 +300,14 @@ def test_no_attempts_is_a_failure() -> None:
 def test_verdict_report_shape() -> None:
     report = run(LOCAL, probe(), local_split(25, 25)).as_report()
     required = {"name", "passed", "observed", "expected", "oracle", "reasons"}
-    assert required <= set(report) and set(report) - required <= {"nodes", "latency"}
+    assert required <= set(report) and set(report) - required <= {
+        "nodes",
+        "latency",
+        "lines",
+        "route",
+        "flows",
+        "oracleFlows",
+    }
     assert report["reasons"] == []
     assert report["observed"]["sent"] == 50
 
