@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testbed.bench.figures import (
@@ -291,12 +290,6 @@ def run_child(sandbox: Sandbox, argv: list[str]) -> ChildRun:
     if not last.startswith("maxrss_kib "):
         raise RuntimeError(f"{argv[0]}: no memory report (exit {child.returncode})")
     return ChildRun(child.returncode, body, err, wall, int(last.split()[1]) / 1024)
-
-
-def load_plan(path: Path | str, mode: str | None = None) -> Plan:
-    from testbed.core import load
-
-    return load.load(str(path), mode)
 
 
 def scale_plan(nodes: int, pods_per_node: int) -> Plan:

@@ -26,6 +26,7 @@ def node_diff(
     from testbed.kernel import rules as sync
     from testbed.kernel import state
     from testbed.kubeproxy import rulediff
+    from testbed.kubeproxy.sync import render
 
     try:
         _, plan, _ = state.load_copy(found.id)
@@ -48,7 +49,7 @@ def node_diff(
             services = fromapi.services(plan, listing)
         except fromapi.FromApiError as exc:
             raise CliError(f"lab {found.id}: {exc}", 2) from None
-    ours = sync.kernel_form(mode, sync.render(node, services, plan.proxy))
+    ours = sync.kernel_form(mode, render(node, services, plan.proxy))
     held = sync.dump(ns, mode)
     result = rulediff.diff(node_name, mode, ours, held, "rendered", theirs)
     return note + result.text(), result.identical

@@ -25,10 +25,8 @@ from testbed.core.model import Expectation, Plan, ProbePlan
 from testbed.core.records import COMPLETED, DELIVERED, DROPPED, ENDS, REJECTED, Attempt, Observation
 from testbed.verdict import flows, measure
 from testbed.verdict.prediction import MIXED, NONE, Prediction
-from testbed.verdict.statistics import (  # noqa: F401  (the judge's level, read from here)
+from testbed.verdict.statistics import (
     ALPHA,
-    FAMILY_ALPHA,
-    MAX_CHECKS,
     chi_square,
 )
 from testbed.verdict.words import (

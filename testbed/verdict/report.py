@@ -12,7 +12,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from testbed.verdict.judge import ALPHA, FAMILY_ALPHA, MAX_CHECKS, Verdict
+from testbed.verdict.judge import Verdict
+from testbed.verdict.statistics import ALPHA, FAMILY_ALPHA, MAX_CHECKS
 
 PASS = "PASS"
 FAIL = "FAIL"

@@ -32,13 +32,13 @@ def test_sweep_removes_what_it_made_and_nothing_else() -> None:
 
 
 def test_json_through_a_planted_link_is_refused_before_any_work(tmp_path, capsys) -> None:
-    from testbed.bench import main
+    from testbed.cli import main
 
     target = tmp_path / "root-only"
     target.write_text("keep")
     link = tmp_path / "bench.json"
     link.symlink_to(target)
-    assert main(["--quick", "--json", str(link)]) == 2
+    assert main(["bench", "--quick", "--json", str(link)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "a link is refused" in err, err
     assert target.read_text() == "keep"

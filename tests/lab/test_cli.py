@@ -10,7 +10,9 @@ import time
 import pytest
 
 from testbed.core.topology import NS_PREFIX
-from tests.lab.conftest import ROOT, TESTBED, lab_namespaces, run_testbed, wait_until
+from tests.support.commands import ROOT, TESTBED, run_testbed
+from tests.support.waiting import wait_until
+from tests.support.world import lab_namespaces
 
 pytestmark = pytest.mark.lab
 

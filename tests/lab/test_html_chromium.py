@@ -18,7 +18,7 @@ import subprocess
 
 import pytest
 
-from tests.lab.conftest import run_testbed
+from tests.support.commands import run_testbed
 
 pytestmark = pytest.mark.lab
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tests.lab.conftest import run_testbed
+from tests.support.commands import run_testbed
 
 pytestmark = pytest.mark.lab
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "report.schema.json"

@@ -16,6 +16,7 @@ from testbed.core.library import LIBRARY
 from testbed.core.load import load
 from testbed.kernel import rules as sync
 from testbed.kubeproxy import rulediff
+from testbed.kubeproxy.sync import render
 
 pytestmark = pytest.mark.lab
 
@@ -37,7 +38,7 @@ def test_rendered_rules_equal_the_real_kube_proxys(mode, version, node):
     opts = replace(
         plan.proxy, node_port_addresses=("primary",), localhost_nodeports=False, version=version
     )
-    ours = sync.kernel_form(mode, sync.render(plan.node(node), plan.services, opts))
+    ours = sync.kernel_form(mode, render(plan.node(node), plan.services, opts))
     theirs = (DUMPS / f"default.{mode}.{node}.{version}").read_text()
     d = rulediff.diff(node, mode, ours, theirs, "rendered", f"kube-proxy {version}")
     assert d.identical, d.text()
@@ -67,7 +68,7 @@ def test_the_whole_library_renders_as_the_real_kube_proxy_v1_37_2(mode):
             localhost_nodeports=False,
             version="v1.37.2",
         )
-        ours = sync.kernel_form(mode, sync.render(plan.node(node), plan.services, opts))
+        ours = sync.kernel_form(mode, render(plan.node(node), plan.services, opts))
         d = rulediff.diff(key, mode, ours, theirs, "rendered", "kube-proxy v1.37.2")
         if not d.identical:
             differ.append(d)

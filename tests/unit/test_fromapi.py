@@ -1,7 +1,7 @@
 """Services read back from a real API server: JSON it answered, under tests/data/upstream/.
 
 `library/*.json` is `kubectl get services,endpointslices -A -o json` after the objects of
-tests/manifests.py were created for each library scenario (v1.37.2 kube-apiserver);
+tests/support/manifests.py were created for each library scenario (v1.37.2 kube-apiserver);
 `fields.json` holds hand-written objects covering every field, in namespace `fields`
 (what the model expresses) and `unmodelled` (what it cannot).
 """
@@ -19,7 +19,7 @@ from testbed.core.load import load
 from testbed.core.model import Endpoint
 from testbed.kubeproxy import fromapi
 from testbed.kubeproxy.fromapi import FromApiError
-from tests import manifests
+from tests.support import manifests
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "upstream"
 SCENARIOS = [p.stem for p in library()]

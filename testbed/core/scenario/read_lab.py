@@ -10,7 +10,6 @@ from testbed.core.model import (
     LoadBalancerConfig,
 )
 from testbed.core.scenario.types import (
-    IFNAME_MAX,
     KNOWN_FAULTS,
     MAX_NODES,
     MIN_CHECK_INTERVAL,
@@ -39,6 +38,7 @@ from testbed.core.scenario.values import (
     _taken,
     _words,
 )
+from testbed.core.topology import IFNAME_MAX
 from testbed.core.yamlsrc import YMap, one_line, show
 
 
