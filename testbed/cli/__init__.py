@@ -194,6 +194,12 @@ def cmd_rules(args: argparse.Namespace) -> int:
     ns = ns_name(found.id, node)
     if ns not in found.namespaces:
         raise CliError(f"no node {node!r} in lab {found.id}")
+    if args.diff:
+        from testbed.cli.rulesdiff import node_diff
+
+        text, same = node_diff(found, node, ns)
+        sys.stdout.write(text)
+        return 0 if same else 1
     sys.stdout.write(sync.dump(ns, found.proxy_mode))
     return 0
 
@@ -257,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rules", help="print the rules loaded on a node")
     p.add_argument("refs", nargs="+", metavar="[LAB] NODE")
+    p.add_argument(
+        "--diff",
+        action="store_true",
+        help="diff our rendering of the node with what its kernel holds, normalised"
+        " (exit 1 when they differ)",
+    )
     add_lab_option(p)
     p.set_defaults(func=cmd_rules)
 

@@ -34,6 +34,11 @@ def describe(plan: Plan) -> str:
         f"  mode {proxy.mode}, masqueradeAll {_yes(proxy.masquerade_all)}, detectLocalMode "
         f"{proxy.detect_local_mode}, localhostNodePorts {_yes(proxy.localhost_nodeports)}"
         + (f", whatIf {', '.join(proxy.what_if)}" if proxy.what_if else ""),
+        *(
+            [f"  nodePortAddresses {', '.join(proxy.node_port_addresses)}"]
+            if proxy.node_port_addresses
+            else []
+        ),
         "",
         "Load balancer (edge)",
         f"  mode {lb.mode}"

@@ -7,6 +7,7 @@ never touch the kernel, so they can be tested without root in milliseconds.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 TCP = "TCP"
@@ -24,6 +25,28 @@ class ProxyOptions:
     what_if: tuple[str, ...] = ()  # deliberate faults, e.g. ("no-snat",)
     cluster_cidr: str = "10.244.0.0/16"  # the detector's CIDR in ClusterCIDR mode
     service_cidr: str = "10.96.0.0/16"
+    # nodePortAddresses: CIDRs or "primary"; () is kube-proxy's default (iptables: every
+    # local address; nftables: the node IP)
+    node_port_addresses: tuple[str, ...] = ()
+    # the kube-proxy release whose rules are rendered ("v1.37.2"); "" is the reference
+    # layout the library was proven with (nftables mode as 1.34 and 1.35 write it)
+    version: str = ""
+
+    def node_port_ips(self, node: NodePlan) -> tuple[str, ...] | None:
+        """The node addresses NodePorts are accepted on; None: every local address.
+
+        As kube-proxy's GetNodeIPs: the node's own addresses (fabric IP, pod gateway,
+        loopback) inside one of the CIDRs; "primary" is the node IP.
+        """
+        if not self.node_port_addresses:
+            return None
+        out: list[str] = []
+        for ip in (node.ip, node.gateway, "127.0.0.1"):
+            for entry in self.node_port_addresses:
+                hit = ip == node.ip if entry == "primary" else _in_cidr(ip, entry)
+                if hit and ip not in out:
+                    out.append(ip)
+        return tuple(out)
 
     def local_cidr(self, node: NodePlan) -> str | None:
         """The source range kube-proxy treats as 'from a pod' on this node."""
@@ -32,6 +55,10 @@ class ProxyOptions:
         if self.detect_local_mode == "NodeCIDR":
             return node.pod_cidr
         return None
+
+
+def _in_cidr(ip: str, cidr: str) -> bool:
+    return ipaddress.IPv4Address(ip) in ipaddress.IPv4Network(cidr, strict=False)
 
 
 @dataclass(frozen=True)

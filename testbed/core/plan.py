@@ -79,7 +79,17 @@ def plan(
             mode=lab.proxy_mode,
             masquerade_all=kp.masquerade_all,
             detect_local_mode=kp.detect_local_mode,
-            localhost_nodeports=kp.localhost_nodeports,
+            # as kube-proxy: localhost NodePorts only when nodePortAddresses takes in 127.0.0.1
+            localhost_nodeports=kp.localhost_nodeports
+            and (
+                not kp.node_port_addresses
+                or any(
+                    c != "primary"
+                    and ipaddress.IPv4Address("127.0.0.1") in ipaddress.IPv4Network(c)
+                    for c in kp.node_port_addresses
+                )
+            ),
+            node_port_addresses=kp.node_port_addresses,
             what_if=kp.what_if,
             cluster_cidr=net.pod_cidr,
             service_cidr=net.service_cidr,

@@ -6,9 +6,12 @@ another with the same signature (the Lab's root-free tests record what would be 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
 from testbed.core.model import NodePlan, ProxyOptions, ServicePlan
+from testbed.core.topology import NS_PREFIX
+from testbed.kernel import netns
 from testbed.kernel.shell import run_in
 from testbed.kubeproxy import incremental
 from testbed.kubeproxy.incremental import Delta
@@ -26,6 +29,21 @@ def dump(ns: str, mode: str, run: Runner = run_in) -> str:
     """What the node holds now, as the kernel reports it."""
     argv = ["nft", "list", "table", "ip", "kube-proxy"] if mode == "nftables" else ["iptables-save"]
     return run(ns, argv)
+
+
+def kernel_form(mode: str, text: str) -> str:
+    """Rendered rules as the kernel prints them, to compare with a node's dump.
+
+    Loaded into a scratch namespace of this process (the lab's prefix, so `clean` lists
+    it if a kill leaves it behind), dumped, and the namespace removed on every exit path.
+    """
+    name = f"{NS_PREFIX}rulediff-{os.getpid()}"
+    netns.create(name)
+    try:
+        load(name, mode, text)
+        return dump(name, mode)
+    finally:
+        netns.remove(name)
 
 
 def apply_delta(

@@ -98,6 +98,9 @@ def delta(
     after = {s.key: s for s in new_services}
     old = [before[k] for k in (*removed, *changed)]
     new = [after[k] for k in (*added, *changed)]
+    if mode == "nftables" and nftables.uses_hairpin_set(opts):
+        # the hairpin set is shared by every Service: the whole table, in one transaction
+        return Delta(mode, nftables.render(node, new_services, opts), True, added, removed, changed)
     if mode == "nftables":
         text = _nft_delta(old, new, node, opts)
         return Delta(mode, text, False, added, removed, changed)

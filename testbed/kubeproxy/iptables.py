@@ -362,14 +362,20 @@ def render(node: NodePlan, services: Sequence[ServicePlan], opts: ProxyOptions) 
     for svc, port in ports:
         _write_port(out, node, svc, port, opts, local_cidr, large)
 
-    nodeports = "-m addrtype --dst-type LOCAL"
-    if not opts.localhost_nodeports:
-        nodeports += " ! -d 127.0.0.0/8"
-    out.nat_rules.append(
+    last = (
         "-A KUBE-SERVICES -m comment --comment"
         ' "kubernetes service nodeports; NOTE: this must be the last rule in this chain"'
-        f" {nodeports} -j KUBE-NODEPORTS"
     )
+    node_ips = opts.node_port_ips(node)
+    if node_ips is None:  # nodePortAddresses unset: every local address
+        nodeports = "-m addrtype --dst-type LOCAL"
+        if not opts.localhost_nodeports:
+            nodeports += " ! -d 127.0.0.0/8"
+        out.nat_rules.append(f"{last} {nodeports} -j KUBE-NODEPORTS")
+    for ip in node_ips or ():
+        if ip.startswith("127.") and not opts.localhost_nodeports:
+            continue
+        out.nat_rules.append(f"{last} -d {ip} -j KUBE-NODEPORTS")
     out.filter_rules += [
         "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP",
         '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules"'

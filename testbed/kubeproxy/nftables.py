@@ -9,6 +9,12 @@ writes it whole. nft applies a file atomically, so loading it again swaps the
 ruleset without a moment where packets see half of it.
 
 Only IPv4 is rendered: the lab's address plan is IPv4.
+
+From kube-proxy 1.36 on (`opts.version`), the proxier writes a leaner table with the
+same verdicts: no endpoint chains unless the Service has session affinity (the service
+chain DNATs by `numgen` map), hairpin traffic masqueraded by a `hairpin-connections`
+set lookup, one ClusterIP masquerade rule in `services`, and marks set inline instead of
+through `mark-for-masquerade`. `uses_hairpin_set` chooses the layout.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import base64
 import functools
 import hashlib
 import ipaddress
+import re
 from collections.abc import Sequence
 
 from testbed.core.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
@@ -68,6 +75,29 @@ def service_port_name(service: ServicePlan, port: PortPlan) -> str:
     return f"{service.namespace}/{service.name}" + (f":{port.name}" if port.name else "")
 
 
+def _at_least(opts: ProxyOptions, minor: int) -> bool:
+    """opts.version is kube-proxy v1.`minor` or later (an unset version is not)."""
+    match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?", opts.version.strip())
+    return bool(match) and (int(match.group(1)), int(match.group(2))) >= (1, minor)
+
+
+def _before(opts: ProxyOptions, minor: int) -> bool:
+    """opts.version is set and older than kube-proxy v1.`minor`."""
+    return bool(opts.version.strip()) and not _at_least(opts, minor)
+
+
+def uses_hairpin_set(opts: ProxyOptions) -> bool:
+    """The 1.36+ layout: kube-proxy v1.36 or later (an unset version is the older one)."""
+    return _at_least(opts, 36)
+
+
+def _masq(opts: ProxyOptions) -> str:
+    """What marks a packet for masquerade: a jump, or (1.36+) the mark set inline."""
+    if uses_hairpin_set(opts):
+        return f"mark set mark or {MASQ_MARK}"
+    return f"jump {MARK_MASQ}"
+
+
 def render(node: NodePlan, services: Sequence[ServicePlan], opts: ProxyOptions) -> str:
     """The whole `ip kube-proxy` table for `node`, recreated in one transaction."""
     out: list[str] = [
@@ -79,11 +109,13 @@ def render(node: NodePlan, services: Sequence[ServicePlan], opts: ProxyOptions) 
     _base(out, node, opts)
     local_cidr = opts.local_cidr(node)
     no_snat = NO_SNAT in opts.what_if
+    hairpins: dict[str, None] = {}  # one element per local endpoint, in first-seen order
     for service in services:
         if service.cluster_ip is None:  # headless: kube-proxy ignores it
             continue
         for port in service.ports:
-            _service_port(out, node, opts, local_cidr, no_snat, service, port)
+            _service_port(out, node, opts, local_cidr, no_snat, service, port, hairpins)
+    out += [f"{_ELEMENT}hairpin-connections {{ {h} }}" for h in hairpins]
     out.append("")
     return "\n".join(out)
 
@@ -121,13 +153,24 @@ def _base(out: list[str], node: NodePlan, opts: ProxyOptions) -> None:
             made.add(dst)
             out.append(_CHAIN + dst)
         out.append(f"{_RULE}{src} {match}jump {dst}")
-    out.append(_CHAIN + MARK_MASQ)
-
+    if uses_hairpin_set(opts):
+        out += [
+            f"add set {TABLE} hairpin-connections {{ type ipv4_addr . ipv4_addr . inet_proto"
+            ' . inet_service ; comment "service hairpin connections" ; }',
+            f"{_RULE}masquerading mark and {MASQ_MARK} != 0 mark set mark xor {MASQ_MARK}"
+            " masquerade fully-random",
+            f"{_RULE}masquerading ct status dnat ip saddr . ip daddr . meta l4proto . th dport"
+            " @hairpin-connections masquerade fully-random",
+        ]
+    else:
+        out.append(_CHAIN + MARK_MASQ)
+        out += [
+            f"{_RULE}{MARK_MASQ} mark set mark or {MASQ_MARK}",
+            f"{_RULE}masquerading mark and {MASQ_MARK} == 0 return",
+            f"{_RULE}masquerading mark set mark xor {MASQ_MARK}",
+            f"{_RULE}masquerading masquerade fully-random",
+        ]
     out += [
-        f"{_RULE}{MARK_MASQ} mark set mark or {MASQ_MARK}",
-        f"{_RULE}masquerading mark and {MASQ_MARK} == 0 return",
-        f"{_RULE}masquerading mark set mark xor {MASQ_MARK}",
-        f"{_RULE}masquerading masquerade fully-random",
         f'add set {TABLE} cluster-ips {{ type ipv4_addr ; comment "Active ClusterIPs" ; }}',
         f"{_RULE}cluster-ips-check ip daddr @cluster-ips reject"
         ' comment "Reject traffic to invalid ports of ClusterIPs"',
@@ -138,11 +181,18 @@ def _base(out: list[str], node: NodePlan, opts: ProxyOptions) -> None:
             f"{_RULE}cluster-ips-check ip daddr {{ {service_cidrs} }} drop"
             ' comment "Drop traffic to unallocated ClusterIPs"'
         )
-    # kube-proxy has no localhost NodePorts in nftables mode: only the node IP accepts them.
-    out += [
+    # kube-proxy has no localhost NodePorts in nftables mode; its nodePortAddresses default
+    # is the node IP ("primary").
+    accepted = opts.node_port_ips(node)
+    candidates = (node.ip,) if accepted is None else accepted
+    node_ips = [ip for ip in candidates if not ip.startswith("127.")]
+    out.append(
         f'add set {TABLE} nodeport-ips {{ type ipv4_addr ; comment "IPs that accept NodePort'
-        ' traffic" ; }',
-        f"{_ELEMENT}nodeport-ips {{ {node.ip} }}",
+        ' traffic" ; }'
+    )
+    if node_ips:
+        out.append(f"{_ELEMENT}nodeport-ips {{ {', '.join(node_ips)} }}")
+    out += [
         f"add map {TABLE} no-endpoint-services {{ type ipv4_addr . inet_proto . inet_service"
         ' : verdict ; comment "vmap to drop or reject packets to services with no endpoints" ; }',
         f"add map {TABLE} no-endpoint-nodeports {{ type inet_proto . inet_service : verdict ;"
@@ -161,8 +211,32 @@ def _base(out: list[str], node: NodePlan, opts: ProxyOptions) -> None:
         ' comment "ClusterIP, ExternalIP and LoadBalancer IP traffic" ; }',
         f"add map {TABLE} service-nodeports {{ type inet_proto . inet_service : verdict ;"
         ' comment "NodePort traffic" ; }',
+        *_cluster_ip_masquerade(node, opts),
         f"{_RULE}services ip daddr . meta l4proto . th dport vmap @service-ips",
         f"{_RULE}services ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports",
+    ]
+
+
+def _cluster_ip_masquerade(node: NodePlan, opts: ProxyOptions) -> list[str]:
+    """1.36+: one rule in `services` masquerades what reaches any ClusterIP from off-cluster.
+
+    The what-if fault `no-snat` leaves it out (the older layout leaves out each Cluster
+    chain's rule; here there is one rule for every Service).
+    """
+    if not uses_hairpin_set(opts) or NO_SNAT in opts.what_if:
+        return []
+    mark = f"mark set mark or {MASQ_MARK}"
+    if opts.masquerade_all:
+        return [
+            f"{_RULE}services ip daddr @cluster-ips {mark}"
+            ' comment "masquerade all clusterIP traffic"'
+        ]
+    local_cidr = opts.local_cidr(node)
+    if local_cidr is None:
+        return []
+    return [
+        f"{_RULE}services ip daddr @cluster-ips ip saddr != {local_cidr} {mark}"
+        ' comment "masquerade clusterIP traffic from outside cluster"'
     ]
 
 
@@ -174,6 +248,7 @@ def _service_port(
     no_snat: bool,
     service: ServicePlan,
     port: PortPlan,
+    hairpins: dict[str, None],
 ) -> None:
     """syncProxyRules' loop body for one service port, in kube-proxy's order."""
     d = decide(service, port, node.name)
@@ -224,8 +299,18 @@ def _service_port(
             return f'{_CHAIN}{chain_name} {{ comment "{_NO_SNAT_NOTE}" ; }}'
         return _CHAIN + chain_name
 
+    new_layout = uses_hairpin_set(opts)
+    masq = _masq(opts)
+    # 1.36+: endpoint chains only for session affinity; local endpoints join the hairpin set
+    endpoint_chains = affinity or not new_layout
+    if new_layout:
+        for e in d.reachable:
+            if e.node == node.name:
+                hairpins.setdefault(f"{e.ip} . {e.ip} . {protocol} . {e.port}")
+
     # Chains first, so that every map element and goto below finds its target.
-    out += [_CHAIN + "endpoint-" + bases[endpoint_key(e)] for e in d.reachable]
+    if endpoint_chains:
+        out += [_CHAIN + "endpoint-" + bases[endpoint_key(e)] for e in d.reachable]
     if d.cluster:
         out.append(chain(cluster_chain))
     if d.local:
@@ -276,16 +361,21 @@ def _service_port(
                 f' {{ {protocol} . {d.node_port} comment "{name}" : {external_verdict} }}'
             )
 
-    # Internal traffic: masquerade what reaches a ClusterIP from off-cluster.
-    if d.has_internal:
+    # Internal traffic: masquerade what reaches a ClusterIP from off-cluster (1.36+: in
+    # `services`, for every ClusterIP at once).
+    if d.has_internal and not new_layout:
+        # up to 1.33 the rule also names the port
+        dst = (
+            f"ip daddr {cip} {protocol} dport {port.port}"
+            if _before(opts, 34)
+            else f"ip daddr {cip}"
+        )
         if internal_chain in skip_masq:
             out.append(f"# {_NO_SNAT_NOTE} (ClusterIP masquerade rule left out)")
         elif opts.masquerade_all:
-            out.append(f"{_RULE}{internal_chain} ip daddr {cip} jump {MARK_MASQ}")
+            out.append(f"{_RULE}{internal_chain} {dst} jump {MARK_MASQ}")
         elif local_cidr is not None:
-            out.append(
-                f"{_RULE}{internal_chain} ip daddr {cip} ip saddr != {local_cidr} jump {MARK_MASQ}"
-            )
+            out.append(f"{_RULE}{internal_chain} {dst} ip saddr != {local_cidr} jump {MARK_MASQ}")
 
     # External traffic (NodePort, externalIPs, LB IPs).
     if d.uses_external_chain:
@@ -293,7 +383,8 @@ def _service_port(
             if external_chain in skip_masq:
                 out.append(f"# {_NO_SNAT_NOTE} (jump to {MARK_MASQ} left out)")
             else:
-                out.append(f"{_RULE}{external_chain} jump {MARK_MASQ}")
+                note = ' comment "masquerade"' if new_layout else ""
+                out.append(f"{_RULE}{external_chain} {masq}{note}")
         else:
             if local_cidr is not None:
                 out.append(
@@ -301,7 +392,7 @@ def _service_port(
                     ' comment "short-circuit pod traffic"'
                 )
             out += [
-                f"{_RULE}{external_chain} fib saddr type local jump {MARK_MASQ}"
+                f"{_RULE}{external_chain} fib saddr type local {masq}"
                 ' comment "masquerade local traffic"',
                 f"{_RULE}{external_chain} fib saddr type local goto {cluster_chain}"
                 ' comment "short-circuit local traffic"',
@@ -324,16 +415,18 @@ def _service_port(
             for e in d.reachable
         ]
 
-    if d.cluster:
-        _to_endpoints(out, cluster_chain, d.cluster, bases, affinity)
-    if d.local:
-        _to_endpoints(out, local_chain, d.local, bases, affinity)
+    # 1.37+: a single endpoint is DNATed to without a numgen map
+    single = 37 if _at_least(opts, 37) else 0
+    for chain_name, eps in ((cluster_chain, d.cluster), (local_chain, d.local)):
+        if eps:
+            _to_endpoints(out, chain_name, eps, bases, affinity, endpoint_chains, protocol, single)
 
-    for e in d.reachable:
+    for e in d.reachable if endpoint_chains else ():
         key = endpoint_key(e)
         endpoint_chain = "endpoint-" + bases[key]
         # Hairpin: a pod reaching itself through the service must not see its own address.
-        out.append(f"{_RULE}{endpoint_chain} ip saddr {e.ip} jump {MARK_MASQ}")
+        if not new_layout:
+            out.append(f"{_RULE}{endpoint_chain} ip saddr {e.ip} jump {MARK_MASQ}")
         if affinity:
             out.append(f"{_RULE}{endpoint_chain} update @affinity-{bases[key]} {{ ip saddr }}")
         out.append(f"{_RULE}{endpoint_chain} meta l4proto {protocol} dnat to {key}")
@@ -350,8 +443,25 @@ def _to_endpoints(
     endpoints: Sequence[Endpoint],
     bases: dict[str, str],
     affinity: bool,
+    endpoint_chains: bool = True,
+    protocol: str = "tcp",
+    single: int = 0,
 ) -> None:
-    """writeServiceToEndpointRules: affinity lookups, then one uniform numgen pick."""
+    """writeServiceToEndpointRules: affinity lookups, then one uniform numgen pick.
+
+    Without endpoint chains (1.36+, no affinity), the pick is the DNAT itself
+    (writeServiceToEndpointDNATs).
+    """
+    if not endpoint_chains and single and len(endpoints) == 1:
+        out.append(f"{_RULE}{chain} meta l4proto {protocol} dnat to {endpoint_key(endpoints[0])}")
+        return
+    if not endpoint_chains:
+        picks = " , ".join(f"{i} : {e.ip} . {e.port}" for i, e in enumerate(endpoints))
+        out.append(
+            f"{_RULE}{chain} meta l4proto {protocol} dnat ip addr . port to"
+            f" numgen random mod {len(endpoints)} map {{ {picks} }}"
+        )
+        return
     names = ["endpoint-" + bases[endpoint_key(e)] for e in endpoints]
     if affinity:
         out += [

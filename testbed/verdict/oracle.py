@@ -429,7 +429,11 @@ def _raw_fates(ctx: _Ctx, lb_nodes) -> tuple[list[Fate], _Ctx]:
             continue
         if ip == node.gateway and src.kind == "client":
             return [_edge_rejects(one, NO_ROUTE_POD)], ctx
-        np_here = nodeport and (ip == node.ip or plan.proxy.mode == "iptables")
+        accepted = plan.proxy.node_port_ips(node)  # None: kube-proxy's default
+        if accepted is None:  # iptables: every local address; nftables: the node IP
+            np_here = nodeport and (ip == node.ip or plan.proxy.mode == "iptables")
+        else:
+            np_here = nodeport and ip in accepted
         if not np_here:
             return [_fail(one, REJECTED, node.name, nobody)], ctx
         svc, sp = nodeport

@@ -89,3 +89,36 @@ def two_sided_z(alpha: float) -> float:
         else:
             hi = mid
     return (lo + hi) / 2
+
+
+def homogeneity(a: Sequence[int], b: Sequence[int]) -> float:
+    """p-value that two samples of counts over the same categories share one distribution
+    (Pearson's chi-square on the 2 x k table). Categories empty in both are left out, and
+    those expected under 5 in either row are pooled into one, so the chi-square tail stays
+    honest for small counts. 1.0 when fewer than two categories remain."""
+    na, nb = sum(a), sum(b)
+    if na == 0 or nb == 0:
+        return 1.0 if na == nb else 0.0
+    kept: list[tuple[int, int]] = []
+    pooled = [0, 0]
+    for x, y in zip(a, b, strict=True):
+        total = x + y
+        if total == 0:
+            continue
+        if min(na, nb) * total / (na + nb) < 5:
+            pooled[0] += x
+            pooled[1] += y
+        else:
+            kept.append((x, y))
+    if sum(pooled):
+        kept.append((pooled[0], pooled[1]))
+    if len(kept) < 2:
+        return 1.0
+    n = na + nb
+    stat = 0.0
+    for x, y in kept:
+        total = x + y
+        for count, row in ((x, na), (y, nb)):
+            want = row * total / n
+            stat += (count - want) ** 2 / want
+    return chi2_sf(stat, len(kept) - 1)

@@ -134,3 +134,31 @@ def test_clean_leaves_a_users_own_namespace_alone(tmp_path):
             assert victim in os.listdir("/run/netns")
     finally:
         subprocess.run(["ip", "netns", "delete", victim], capture_output=True)
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_rules_diff_is_empty_for_a_built_in_lab_and_shows_a_change(no_leaks, mode):
+    up = run_testbed("up", "default", "--proxy-mode", mode)
+    assert up.returncode == 0, up.stderr
+    lab = lab_id_from(up.stdout)
+    try:
+        same = run_testbed("rules", lab, "node-2", "--diff")
+        assert same.returncode == 0, same.stdout + same.stderr
+        lines = same.stdout.splitlines()
+        assert (
+            lines[0] == f"lab {lab} is not upstream: a self-check of the built-in renderer's load"
+        )
+        assert lines[1].startswith(f"node-2 ({mode}): identical: rendered and kernel")
+        ns = next(n for n in lab_namespaces() if n.endswith(f"{lab}-node-2"))
+        if mode == "iptables":
+            cut = ["iptables", "-t", "nat", "-F", "KUBE-NODEPORTS"]
+        else:
+            cut = ["nft", "flush", "chain", "ip", "kube-proxy", "services"]
+        subprocess.run(["ip", "netns", "exec", ns, *cut], check=True)
+        changed = run_testbed("rules", lab, "node-2", "--diff")
+        assert changed.returncode == 1, changed.stdout + changed.stderr
+        assert "only in rendered, 0 only in kernel" in changed.stdout.splitlines()[1]
+        assert "\n-" in changed.stdout
+        assert not [n for n in lab_namespaces() if "rulediff" in n]  # the scratch namespace
+    finally:
+        assert run_testbed("down", lab).returncode == 0

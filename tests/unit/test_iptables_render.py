@@ -631,6 +631,15 @@ CASES: dict[str, Case] = {
             name="node-2", index=2, ip="172.18.0.12", pod_cidr="10.244.2.0/24", gateway="10.244.2.1"
         ),
     ),
+    # nodePortAddresses [primary], as the lab runs the real kube-proxy: the NodePort jump
+    # names the node IP, and without 127.0.0.1 there are no localhost NodePorts to guard
+    "lab-node-port-addresses": Case(
+        (svc("default", "web", "10.96.0.10", ep("10.244.1.2", "node-1"), type="NodePort", node_port=30080),),
+        opts=ProxyOptions(node_port_addresses=("primary",), localhost_nodeports=False),
+        node=NodePlan(
+            name="node-2", index=2, ip="172.18.0.12", pod_cidr="10.244.2.0/24", gateway="10.244.2.1"
+        ),
+    ),
 }
 # fmt: on
 
@@ -1288,3 +1297,35 @@ def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def test_node_port_addresses_name_each_accepted_address() -> None:
+    """GetNodeIPs: the node's own addresses inside the CIDRs, loopback only if allowed."""
+    node = NodePlan(
+        name="n", index=1, ip="172.18.0.11", pod_cidr="10.244.1.0/24", gateway="10.244.1.1"
+    )
+    web = (
+        svc(
+            "default", "web", "10.96.0.10", ep("10.244.1.2", "n"), type="NodePort", node_port=30080
+        ),
+    )
+    opts = ProxyOptions(node_port_addresses=("172.18.0.0/24", "10.244.0.0/16", "127.0.0.0/8"))
+    jumps = [
+        x
+        for x in iptables.render(node, web, opts).splitlines()
+        if x.endswith("-j KUBE-NODEPORTS") and "KUBE-SERVICES" in x
+    ]
+    assert [x.split(" -d ")[1].split()[0] for x in jumps] == [
+        "172.18.0.11",
+        "10.244.1.1",
+        "127.0.0.1",
+    ]
+    no_lo = replace(opts, localhost_nodeports=False)
+    jumps = [
+        x
+        for x in iptables.render(node, web, no_lo).splitlines()
+        if "-d 127.0.0.1 -j KUBE-NODEPORTS" in x
+    ]
+    assert jumps == []
+    assert ProxyOptions(node_port_addresses=("192.0.2.0/24",)).node_port_ips(node) == ()
+    assert ProxyOptions().node_port_ips(node) is None

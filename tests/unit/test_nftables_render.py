@@ -255,6 +255,30 @@ CASES: dict[str, Case] = {
         (NODEPORT_CLUSTER, LB_LOCAL),
         replace(OPTS, detect_local_mode="None"),
     ),
+    "v1.37-layout": Case(
+        "the 1.36+ layout (TestOverallNFTablesRules at v1.37.2): affinity keeps endpoint"
+        " chains, a single endpoint is DNATed without a map, local endpoints join the hairpin set",
+        (
+            svc(
+                "ns1",
+                "svc1",
+                "ClusterIP",
+                "172.30.0.41",
+                p80(ep("10.180.0.1", node="test-node"), ep("10.180.0.2")),
+                affinity_timeout=10800,
+            ),
+            svc("ns6", "svc6", "ClusterIP", "172.30.0.46", p80(ep("10.180.0.3"))),
+            NODEPORT_CLUSTER,
+            LB_LOCAL,
+        ),
+        replace(OPTS, version="v1.37.2"),
+    ),
+    "v1.36-masquerade-all": Case(
+        "the 1.36 layout under masqueradeAll: one rule marks all ClusterIP traffic; two"
+        " endpoints DNATed by numgen map (1.36 maps a single endpoint too)",
+        (svc("ns1", "svc1", "ClusterIP", "172.30.0.41", p80(ep("10.180.0.1"), ep("10.180.0.2"))),),
+        replace(OPTS, version="v1.36.3", masquerade_all=True),
+    ),
     "no-snat": Case(
         "TestOverallNFTablesRules svc3 and an eTP Local LB under the lab's what-if no-snat"
         " fault: the Cluster path loses its masquerade, hairpin and the Local path keep theirs",
@@ -415,3 +439,75 @@ def test_render_scales_linearly_enough() -> None:
     )
     assert len(chains) == base_chains + 1000 * (1 + 1 + 3)  # service, external, endpoints
     assert elapsed < 5, f"render took {elapsed:.2f} s"
+
+
+def test_node_port_addresses_fill_the_nodeport_ips_set_without_loopback():
+    node = NodePlan(
+        name="n", index=1, ip="172.18.0.11", pod_cidr="10.244.1.0/24", gateway="10.244.1.1"
+    )
+    web = ServicePlan(
+        "default",
+        "web",
+        "NodePort",
+        "10.96.0.10",
+        (PortPlan("http", 80, node_port=30080, endpoints=(Endpoint("10.244.1.2", 80, "n"),)),),
+    )
+
+    def elements(opts: ProxyOptions) -> list[str]:
+        text = nftables.render(node, [web], opts)
+        return [x for x in text.splitlines() if "element" in x and "nodeport-ips" in x]
+
+    assert elements(ProxyOptions()) == [
+        f"add element {nftables.TABLE} nodeport-ips {{ 172.18.0.11 }}"
+    ]
+    wide = ProxyOptions(node_port_addresses=("10.244.0.0/16", "172.18.0.0/24", "127.0.0.0/8"))
+    assert elements(wide) == [
+        f"add element {nftables.TABLE} nodeport-ips {{ 172.18.0.11, 10.244.1.1 }}"
+    ]
+    assert elements(ProxyOptions(node_port_addresses=("192.0.2.0/24",))) == []
+
+
+UPSTREAM_DUMP_137 = GOLDEN / "kube-proxy-TestOverallNFTablesRules-v1.37.2.txt"
+
+
+def test_v1_37_layout_matches_kube_proxy_overall_dump() -> None:
+    """The 1.36+ layout (no endpoint chains without affinity, the hairpin set) as 1.37.2's test."""
+    # The test turns on the alpha gate KubeProxyNFTablesLocalhostNodePorts (off by default:
+    # the real v1.37.2 binary writes none of it), and puts 10.180.0.1 and .3 on this node.
+    upstream = [
+        x
+        for x in _statements(UPSTREAM_DUMP_137.read_text())
+        if "localhost-nodeport" not in x and "127.0.0.0/8" not in x
+    ]
+    local = {"10.180.0.1", "10.180.0.3"}
+    overall = tuple(
+        replace(
+            s,
+            ports=tuple(
+                replace(
+                    p,
+                    endpoints=tuple(
+                        replace(e, node="test-node") if e.ip in local else e for e in p.endpoints
+                    ),
+                )
+                for p in s.ports
+            ),
+        )
+        for s in OVERALL
+    )
+    ours = _statements(nftables.render(NODE, overall, replace(OPTS, version="v1.37.2")))[2:]
+    assert len(ours) == len(set(ours)), "a statement is written twice"
+    assert sorted(set(ours) - set(upstream)) == sorted(set(upstream) - set(ours)) == []
+    assert _rules_by_chain(ours) == _rules_by_chain(upstream)
+
+
+def test_the_1_36_layout_syncs_the_whole_table():
+    """Its hairpin set is shared by every Service, so no per-Service delta is written."""
+    from testbed.kubeproxy import incremental
+
+    old = (NODEPORT_CLUSTER,)
+    new = (replace(NODEPORT_CLUSTER, external_policy="Local"),)
+    opts = replace(OPTS, version="v1.37.2")
+    change = incremental.delta("nftables", old, new, NODE, opts)
+    assert change.full and change.text == nftables.render(NODE, new, opts)
+    assert not incremental.delta("nftables", old, new, NODE, OPTS).full

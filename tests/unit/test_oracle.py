@@ -434,6 +434,17 @@ def test_raw_node_ip_on_a_node_port_is_a_node_port() -> None:
     assert raw.fates == via.fates
 
 
+def test_node_port_addresses_decide_which_node_address_takes_a_node_port() -> None:
+    on_gateway = probe("tester", address=N3.gateway, port=30080)  # tester runs on node-3
+    assert predict(world(), on_gateway).outcome == "delivered"  # iptables: any local address
+    primary = world()
+    primary = replace(primary, proxy=replace(primary.proxy, node_port_addresses=("primary",)))
+    assert predict(primary, on_gateway).outcome == "rejected"
+    assert predict(primary, probe("client", address=N2.ip, port=30080)).outcome == "delivered"
+    pods = replace(primary, proxy=replace(primary.proxy, node_port_addresses=("10.244.0.0/16",)))
+    assert predict(pods, on_gateway).outcome == "delivered"
+
+
 def test_raw_cluster_ip_is_the_service() -> None:
     raw = predict(world(), probe("tester", address="10.96.0.10", port=80))
     assert raw.pods == ("web-0", "web-1")

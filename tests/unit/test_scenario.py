@@ -494,3 +494,18 @@ def test_mutated_scenarios_raise_only_scenario_errors(data):
             parent[path[-1]].append(data.draw(_VALUES))
     text = yaml.safe_dump_all(docs, sort_keys=False)
     _only_scenario_errors(lambda: scenario.loads(text, "mutant.yaml"))
+
+
+def test_node_port_addresses_turn_localhost_node_ports_off_unless_they_hold_loopback():
+    def proxy(entries: str):
+        text = LAB.replace(
+            "  nodes: 3\n", f"  kubeProxy: {{nodePortAddresses: {entries}}}\n  nodes: 3\n"
+        )
+        return planner.plan(load_text(text)).proxy
+
+    primary = proxy("[primary, primary]")
+    assert (primary.node_port_addresses, primary.localhost_nodeports) == (("primary",), False)
+    loop = proxy("[172.18.0.0/24, 127.0.0.0/8]")
+    assert loop.node_port_addresses == ("172.18.0.0/24", "127.0.0.0/8")
+    assert loop.localhost_nodeports is True
+    assert proxy("[]").localhost_nodeports is True  # empty: kube-proxy's default

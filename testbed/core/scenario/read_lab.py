@@ -198,7 +198,15 @@ class LabReading:
     def _kube_proxy(self, kp_v: _V | None) -> KubeProxySpec:
         if kp_v is None:
             return KubeProxySpec()
-        kp_v.mapping(("masqueradeAll", "detectLocalMode", "localhostNodePorts", "whatIf"))
+        kp_v.mapping(
+            (
+                "masqueradeAll",
+                "detectLocalMode",
+                "localhostNodePorts",
+                "whatIf",
+                "nodePortAddresses",
+            )
+        )
         out = KubeProxySpec()
         if (v := kp_v.get("masqueradeAll")) is not None:
             out = replace(out, masquerade_all=v.boolean())
@@ -206,6 +214,13 @@ class LabReading:
             out = replace(out, detect_local_mode=v.enum("ClusterCIDR", "NodeCIDR", "None"))
         if (v := kp_v.get("localhostNodePorts")) is not None:
             out = replace(out, localhost_nodeports=v.boolean())
+        if (v := kp_v.get("nodePortAddresses")) is not None:
+            entries: list[str] = []
+            for item in v.items():
+                entry = "primary" if item.value == "primary" else str(item.cidr(strict=True))
+                if entry not in entries:
+                    entries.append(entry)
+            out = replace(out, node_port_addresses=tuple(entries))
         if (v := kp_v.get("whatIf")) is not None:
             faults = []
             for item in v.items():

@@ -150,6 +150,7 @@ class KubeProxySpec:
     detect_local_mode: str = "ClusterCIDR"
     localhost_nodeports: bool = True
     what_if: tuple[str, ...] = ()
+    node_port_addresses: tuple[str, ...] = ()  # CIDRs or "primary"; () = kube-proxy's default
 
 
 CHANGE_ACTIONS = ("deletePod", "scale", "setPolicy", "proxyHealthy", "edgeHealthChecks")
