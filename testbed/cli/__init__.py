@@ -11,12 +11,15 @@ import os
 import sys
 from collections.abc import Sequence
 
+from testbed.cli import output
 from testbed.cli.common import (
     PROG,
     CliError,
     Parser,
+    add_lab_option,
     check_limits,
     find_lab,
+    lab_of,
     load_both,
     print_warnings,
     require_root,
@@ -31,11 +34,25 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     scenario, planned = load_both(args.scenario, args.proxy_mode)
     print_warnings(scenario)
+    if output.wants_json(args):
+        output.print_json(plan_json(scenario, planned))
+        return 0
     print(describe(planned))
     text = limits.message(planned)
     if text is not None:
         print(f"warning: {text}")
     return 0
+
+
+def plan_json(scenario, planned) -> dict:
+    """`plan -o json`: the report's `topology` of the planned lab, with its name and mode."""
+    from testbed.verdict import layout
+
+    return {
+        "name": planned.name,
+        "proxyMode": planned.proxy.mode,
+        "topology": layout.topology(planned, scenario.lab.steps),
+    }
 
 
 def summary(lab) -> str:
@@ -78,7 +95,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     require_root()
     from testbed.kernel import state
 
-    found = find_lab(args.lab)
+    found = find_lab(lab_of(args))
     with state.locked():
         how = state.stop_owner(found)
         try:
@@ -103,28 +120,54 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+LS_COLUMNS = ("LAB", "NAME", "PROXY MODE", "NAMESPACES", "STATUS")
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     from testbed.kernel import state
+    from testbed.verdict import tablefit
 
     labs = state.all_states()
-    if not labs:
-        print("no labs")
-        return 0
+    items = []
     for lab in labs:
         alive = (
             (lab.status if lab.status == "building" else "up")
             if state.owner_alive(lab)
             else "orphaned (testbed clean removes it)"
         )
-        print(
-            f"{lab.id:<28} {lab.name:<20} {lab.proxy_mode:<9} {len(lab.namespaces):>3} ns  {alive}"
+        items.append((lab, alive))
+    if output.wants_json(args):
+        output.print_json(
+            [
+                {
+                    "id": lab.id,
+                    "name": lab.name,
+                    "file": lab.file,
+                    "proxyMode": lab.proxy_mode,
+                    "namespaces": len(lab.namespaces),
+                    "pid": lab.pid,
+                    "status": alive.split(" ")[0],
+                }
+                for lab, alive in items
+            ]
         )
+        return 0
+    if not labs:
+        print("no labs")
+        return 0
+    columns = [tablefit.Column(t, t.lower(), keep=9 - k) for k, t in enumerate(LS_COLUMNS)]
+    rows = [
+        (lab.id, lab.name, lab.proxy_mode, str(len(lab.namespaces)), alive) for lab, alive in items
+    ]
+    fitted = tablefit.fit(columns, rows, output.width(args))
+    for line in [*fitted.header, *(line for row in fitted.rows for line in row)]:
+        print(line[tablefit.INDENT :])
     return 0
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
     require_root()
-    found = find_lab(args.lab)
+    found = find_lab(lab_of(args))
     from testbed.core.topology import ns_name
 
     ns = ns_name(found.id, args.name)
@@ -143,7 +186,8 @@ def cmd_rules(args: argparse.Namespace) -> int:
     require_root()
     refs = args.refs
     lab_ref, node = (None, refs[0]) if len(refs) == 1 else (refs[0], refs[1])
-    found = find_lab(lab_ref)
+    args.lab = lab_ref
+    found = find_lab(lab_of(args))
     from testbed.core.topology import ns_name
     from testbed.kernel import rules as sync
 
@@ -193,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="print the planned lab of a scenario (no root needed)")
     p.add_argument("scenario", nargs="?", help="scenario file or built-in name (default: default)")
     p.add_argument("--proxy-mode", choices=modes)
+    output.add_option(p)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("up", help="build a lab and leave it running")
@@ -203,13 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("down", help="tear down a lab")
     p.add_argument("lab", nargs="?", help="lab id or name (default: the only lab up)")
+    add_lab_option(p)
     p.set_defaults(func=cmd_down)
 
     p = sub.add_parser("ls", help="list labs")
+    output.add_option(p)
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("exec", help="run a command in a node, pod or client namespace")
-    p.add_argument("--lab", help="lab id or name (default: the only lab up)")
+    add_lab_option(p, dest="lab")
     p.add_argument("name", help="node, pod or client name, or 'edge'")
     p.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     p.set_defaults(func=cmd_exec)
@@ -222,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="diff our rendering of the node with what its kernel holds, normalised"
         " (exit 1 when they differ)",
     )
+    add_lab_option(p)
     p.set_defaults(func=cmd_rules)
 
     p = sub.add_parser("clean", help="remove what killed or crashed labs left behind")
@@ -229,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_clean)
 
     from testbed import bench, upstream
+    from testbed.cli import live as livecli
     from testbed.cli import report as reportcli
     from testbed.cli import run as runcli
     from testbed.cli import trace as tracecli
@@ -236,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     runcli.add_commands(sub, modes)
     reportcli.add_commands(sub)
     tracecli.add_commands(sub)
+    livecli.add_commands(sub)
     bench.add_command(sub)
     upstream.add_command(sub)
     return parser

@@ -82,3 +82,22 @@ def find_lab(ref: str | None):
     if not named:
         raise CliError(f"no lab {ref!r} (testbed ls lists them)")
     raise CliError(f"{ref!r} matches several labs: {', '.join(s.id for s in named)}")
+
+
+LAB_HELP = "lab id, name or id prefix (default: the only lab up)"
+
+
+def add_lab_option(parser: argparse.ArgumentParser, dest: str = "lab_option") -> None:
+    """`--lab LAB`: the one way every command that works on a running lab names it.
+
+    down, probe, lb, trace and rules also take the lab as their first argument, as before.
+    """
+    parser.add_argument("--lab", dest=dest, metavar="LAB", help=LAB_HELP)
+
+
+def lab_of(args: argparse.Namespace) -> str | None:
+    """The lab the command names, by --lab or by its first argument (both: they must agree)."""
+    flag, positional = getattr(args, "lab_option", None), getattr(args, "lab", None)
+    if flag and positional and flag != positional:
+        raise CliError(f"two labs named: {positional!r} and --lab {flag!r}; give one", 2)
+    return flag or positional

@@ -12,14 +12,17 @@ import json
 import os
 import re
 import sys
+import time
 from dataclasses import replace
 
-from testbed.cli import exits
+from testbed.cli import exits, output
 from testbed.cli.common import (
     PROG,
     CliError,
+    add_lab_option,
     check_limits,
     find_lab,
+    lab_of,
     load_both,
     print_warnings,
     require_root,
@@ -27,6 +30,7 @@ from testbed.cli.common import (
 )
 from testbed.core.errors import LabError, TestbedError
 from testbed.core.library import library
+from testbed.core.model import DEFAULT_PROBE_COUNT
 
 
 def _progress(enabled: bool):
@@ -73,6 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CliError(plots.MISSING)
     outputs = _open_outputs(args)  # a path that cannot be written fails now, not after the run
     progress = _progress(sys.stderr.isatty() and not args.quiet)
+    width, quiet_table = output.width(args), output.wants_json(args)
     results = []
     from testbed.kernel import signals
 
@@ -81,7 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             for path in paths:
                 if path in refused:
                     results.append(refused[path])
-                    print(report.table([refused[path]], summary=False) + "\n", flush=True)
+                    if not quiet_table:
+                        print(report.table([refused[path]], False, width) + "\n", flush=True)
                     continue
                 result, observed = runner.run_path(
                     path, args.proxy_mode, args.pcap, progress, loaded[path]
@@ -92,13 +98,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                     _plot(args.plots, loaded[path][0], result, observed)
                 if progress:
                     sys.stderr.write("\r\x1b[K")
-                print(report.table([result], summary=False) + "\n", flush=True)
+                if not quiet_table:
+                    print(report.table([result], False, width) + "\n", flush=True)
     except signals.Interrupted as exc:  # cli/exits.py gives the exit code
         for handle in outputs.values():
             handle.close()
         print(f"{PROG}: interrupted by {exc}; the lab was torn down", file=sys.stderr)
         raise
-    print(report.summary_line(results))
+    if quiet_table:
+        output.print_json(report.to_json(results))
+    else:
+        print(report.summary_text(results, width))
     if "json" in outputs:
         with outputs["json"] as handle:
             handle.write(json.dumps(report.to_json(results), indent=1).encode())
@@ -124,10 +134,10 @@ def _open_outputs(args: argparse.Namespace) -> dict:
     opened = {}
     try:
         for key in ("json", "junit", "html"):
-            if getattr(args, key):
+            if getattr(args, key, None):
                 opened[key] = outfiles.open_file(getattr(args, key))
         for key in ("pcap", "plots"):
-            if getattr(args, key):
+            if getattr(args, key, None):
                 os.close(outfiles.directory(getattr(args, key)))
     except outfiles.OutputError:
         for handle in opened.values():
@@ -156,11 +166,15 @@ def cmd_lb(args: argparse.Namespace) -> int:
     require_root()
     from testbed.kernel import lbview
 
-    found = find_lab(args.lab)
+    found = find_lab(lab_of(args))
     lab = attach(found)
     lab.close()
     hashing = lbview.read_hash(lbview.ns_name(found.id, lbview.EDGE))
-    print(lbview.describe(lab.plan, found.id, lbview.look(lab.plan, found.id), hashing))
+    views = lbview.look(lab.plan, found.id)
+    if output.wants_json(args):
+        output.print_json(lbview.to_json(lab.plan, found.id, views, hashing))
+        return 0
+    print(lbview.describe(lab.plan, found.id, views, hashing))
     return 0
 
 
@@ -220,23 +234,46 @@ def cmd_probe(args: argparse.Namespace) -> int:
     import signal
 
     from testbed.kernel import signals
+    from testbed.live.described import described_expectation
     from testbed.verdict import report
 
-    found = find_lab(args.lab)
+    found = find_lab(lab_of(args))
+    outputs = _open_outputs(args)  # --pcap: a directory that cannot be made fails now
     lab = attach(found)
+    verdicts = []
     try:
-        with signals.handled():
-            verdict = lab.probe(
-                source=args.source,
-                service=args.to,
-                via=args.via,
-                node=args.node,
-                port=args.port,
-                count=args.count,
-                protocol=args.protocol,
-                address=args.address,
-            )
-    except LabError:
+        nodes = [args.node]
+        if args.node == "*":
+            if args.via != "nodePort":
+                raise CliError("--node '*' is for --via nodePort: one row per node")
+            nodes = [n.name for n in lab.plan.nodes]
+        expect = described_expectation(lab.plan, args.expect) if args.expect else None
+        lab.keep_raw_frames = bool(args.pcap)
+        for node in nodes:
+            mark = time.time()
+            with signals.handled():
+                verdict = lab.probe(
+                    source=args.source,
+                    service=args.to,
+                    via=args.via,
+                    node=node,
+                    port=args.port,
+                    count=args.count,
+                    protocol=args.protocol,
+                    address=args.address,
+                    expect=expect,
+                    mode=args.mode,
+                )
+            if len(nodes) > 1:
+                verdict = replace(verdict, name=f"{verdict.name}-via-{node}")
+            if args.pcap:
+                from testbed.live.runner import write_pcaps
+
+                frames = lab.captures.frames(since=mark)
+                write_pcaps(args.pcap, found.name, verdict.name, frames)
+                print(f"wrote {args.pcap}/{found.name}/{verdict.name}/", file=sys.stderr)
+            verdicts.append(verdict)
+    except (LabError, CliError):
         raise
     except (Exception, signals.Interrupted) as exc:
         asked = isinstance(exc, signals.Interrupted) and exc.signum == signal.SIGINT
@@ -246,9 +283,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
     finally:
         with contextlib.suppress(OSError):  # captures in namespaces that may be gone
             lab.close()
-    result = report.ScenarioResult(found.name, found.file, found.proxy_mode, 0.0, (verdict,))
-    print(report.table([result]))
-    return 0 if verdict.passed else 1
+        for handle in outputs.values():
+            handle.close()
+    result = report.ScenarioResult(found.name, found.file, found.proxy_mode, 0.0, tuple(verdicts))
+    if output.wants_json(args):
+        output.print_json(report.to_json([result]))
+    else:
+        print(report.table([result], width=output.width(args)))
+    return 0 if result.passed else 1
 
 
 def add_commands(sub, modes: list[str]) -> None:
@@ -261,14 +303,18 @@ def add_commands(sub, modes: list[str]) -> None:
     p.add_argument("--pcap", metavar="DIR", help="write one pcap per probe and hop here")
     p.add_argument("--plots", metavar="DIR", help="draw shares and latency as PNG files here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    output.add_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("lb", help="show the edge load balancer of a lab left up: routes, checks")
     p.add_argument("lab", nargs="?", help="lab id or name (default: the only lab up)")
+    add_lab_option(p)
+    output.add_option(p)
     p.set_defaults(func=cmd_lb)
 
     p = sub.add_parser("probe", help="probe a lab left up by `testbed up`")
     p.add_argument("lab", nargs="?", help="lab id or name (default: the only lab up)")
+    add_lab_option(p)
     p.add_argument("--from", dest="source", required=True, help="client, pod or node name")
     p.add_argument("--to", help="service (name or namespace/name)")
     p.add_argument(
@@ -276,9 +322,30 @@ def add_commands(sub, modes: list[str]) -> None:
         default="clusterIP",
         choices=["clusterIP", "nodePort", "loadBalancer", "externalIP"],
     )
-    p.add_argument("--node", help="for --via nodePort: whose address")
+    p.add_argument(
+        "--node", help="for --via nodePort: whose address ('*': every node, one row each)"
+    )
     p.add_argument("--port", type=port, help="service port number or name (default: the first)")
     p.add_argument("--address", type=ipv4, help="a raw target IPv4 address instead of a service")
     p.add_argument("--protocol", choices=["TCP", "UDP"], help="default: the service port's")
-    p.add_argument("--count", type=count, default=10, help="attempts (1-100000, default 10)")
+    p.add_argument(
+        "--count",
+        type=count,
+        default=DEFAULT_PROBE_COUNT,
+        help=f"attempts (1-100000, default {DEFAULT_PROBE_COUNT}, as in YAML and Python)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["connection", "packet"],
+        default="connection",
+        help="connection: real sockets (default); packet: Scapy-built SYNs or datagrams",
+    )
+    p.add_argument(
+        "--expect",
+        metavar="EXPECT",
+        help="e.g. dropped, or outcome=delivered,sourceIP=client,pods=web-0+web-1,"
+        "completed=50%%,returnPath=correct (default: the oracle's prediction)",
+    )
+    p.add_argument("--pcap", metavar="DIR", help="write one pcap per capture point here")
+    output.add_option(p)
     p.set_defaults(func=cmd_probe)

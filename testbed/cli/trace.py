@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from testbed.cli.common import CliError, find_lab, require_root
+from testbed.cli.common import CliError, add_lab_option, find_lab, lab_of, require_root
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -21,7 +21,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from testbed.live.described import described_probe
     from testbed.live.lab import Lab
 
-    found = find_lab(args.lab)
+    found = find_lab(lab_of(args))
     try:
         lab = Lab.attach(found)
     except LabError as exc:
@@ -57,6 +57,7 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("trace", help="send one marked packet; show the rules each node ran for it")
     p.add_argument("lab", nargs="?", help="lab id or name (default: the only lab up)")
+    add_lab_option(p)
     p.add_argument("--from", dest="source", required=True, help="client, pod or node name")
     p.add_argument("--to", help="service (name or namespace/name)")
     p.add_argument(

@@ -203,13 +203,18 @@ class Expectation:
     outcomes: tuple[tuple[str, float], ...] | None = None  # fraction per outcome
 
 
+# Attempts of a probe that does not say: the same in YAML (`count`), on the command line
+# (`testbed probe --count`) and in Python (`Lab.probe(count=...)`); docs/scenario-format.md.
+DEFAULT_PROBE_COUNT = 10
+
+
 @dataclass(frozen=True)
 class ProbePlan:
     name: str
     source: str  # client, pod or node name
     target: Target
     protocol: str = TCP
-    count: int = 1
+    count: int = DEFAULT_PROBE_COUNT
     expect: Expectation | None = None
     measure_latency: bool = False  # show connect/round-trip percentiles per path in the table
     mode: str = "connection"  # connection: real sockets | packet: Scapy-built SYNs / datagrams

@@ -156,3 +156,35 @@ def describe(
             in_route = "yes" if c.in_route else "no"
             lines.append(f"    {c.node:<{width}}  {c.ip:<15}  {c.answer:<9}  {in_route}{note}")
     return "\n".join(lines)
+
+
+def to_json(
+    plan: Plan, lab_id: str, views: list[VipView], hashing: tuple[int, int] | None = None
+) -> dict:
+    """The same facts as describe(), for `testbed lb -o json`."""
+    lb = plan.load_balancer
+    by_ip = {n.ip: n.name for n in plan.nodes}
+    return {
+        "lab": lab_id,
+        "name": plan.name,
+        "proxyMode": plan.proxy.mode,
+        "edgeNamespace": ns_name(lab_id, EDGE),
+        "mode": lb.mode,
+        "healthChecks": lb.health_checks,
+        "hash": hash_words(*hashing) if hashing is not None and lb.mode == "ecmp" else None,
+        "vips": [
+            {
+                "vip": v.vip,
+                "kind": "loadBalancerIP" if v.vip in v.service.lb_ips else "externalIP",
+                "service": v.service.key,
+                "externalTrafficPolicy": v.service.external_policy,
+                "route": [{"node": by_ip.get(g, "?"), "ip": g} for g in v.gateways],
+                "check": v.check,
+                "nodes": [
+                    {"node": c.node, "ip": c.ip, "answer": c.answer, "inRoute": c.in_route}
+                    for c in v.nodes
+                ],
+            }
+            for v in views
+        ],
+    }

@@ -59,9 +59,15 @@ def copy_path(lab_id: str) -> str:
     return os.path.join(STATE_DIR, f"{lab_id}.lab")
 
 
+def change_paths(lab_id: str) -> tuple[str, str]:
+    """A live change asked of the lab's owner, and its answer (live/control.py)."""
+    return os.path.join(STATE_DIR, f"{lab_id}.change"), os.path.join(STATE_DIR, f"{lab_id}.changed")
+
+
 def _files(lab_id: str) -> list[str]:
     path = state_path(lab_id)
-    return [path, path + ".tmp", copy_path(lab_id), copy_path(lab_id) + ".tmp"]
+    asked, answered = change_paths(lab_id)
+    return [path, path + ".tmp", copy_path(lab_id), copy_path(lab_id) + ".tmp", asked, answered]
 
 
 def _write(path: str, data: bytes) -> None:

@@ -26,6 +26,7 @@ from testbed.core.errors import LabError, TestbedError
 from testbed.core.model import Plan
 from testbed.core.scenario import Scenario
 from testbed.kernel import procs, signals, state
+from testbed.live import control
 from testbed.live.lab import Lab
 
 PR_SET_PDEATHSIG = 1
@@ -37,15 +38,21 @@ class BuildFailed(TestbedError):
     """The lab could not be built; the message is one line."""
 
 
-def serve(lab_id: str) -> None:
-    """Keep serving while the lab's record names this process (returns when it does not).
+def serve(lab_id: str, lab: Lab | None = None) -> None:
+    """Keep serving while the lab's record names this process (returns when it does not),
+    and apply the live changes `testbed scale/delete pod/set-policy` ask for (control.py).
 
     Short sleeps, not pause(): a signal may land on another thread, and the main thread
     must still notice it promptly.
     """
     owner = procs.me()
-    while state.still_mine(lab_id, owner):
-        time.sleep(WATCH_SECONDS)
+    try:
+        while state.still_mine(lab_id, owner):
+            if lab is not None:
+                control.handle(lab)
+            time.sleep(WATCH_SECONDS)
+    finally:
+        control.forget(lab_id)
 
 
 def one_line(exc: BaseException) -> str:
@@ -71,7 +78,7 @@ def _foreground(plan: Plan, scenario: Scenario | None, print_summary: Callable) 
             try:
                 print(print_summary(lab))
                 print("running in the foreground: Ctrl-C tears the lab down", flush=True)
-                serve(lab.id)
+                serve(lab.id, lab)
             finally:
                 lab.down()
             raise LabError(f"lab {lab.id}: its record was removed; tore it down")
@@ -99,7 +106,7 @@ def _child(
             os.write(report, b"ok\n" + print_summary(lab).encode())
             os.close(report)
             report = -1
-            serve(lab.id)
+            serve(lab.id, lab)
     except signals.Interrupted:
         pass
     except BaseException as exc:  # the parent prints it

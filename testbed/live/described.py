@@ -7,10 +7,11 @@ have, a port the service does not offer, a path the service cannot take.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 from testbed.core import topology
 from testbed.core.errors import LabError
-from testbed.core.model import Plan, ProbePlan, Target
+from testbed.core.model import Expectation, Plan, ProbePlan, Target
 from testbed.core.scenario import MAX_PROBE_COUNT
 from testbed.core.targets import service_port
 from testbed.core.topology import Wiring
@@ -28,6 +29,7 @@ def described_probe(
     address: str | None,
     protocol: str | None,
     count: int,
+    mode: str = "connection",
 ) -> ProbePlan:
     """A probe described by its fields, checked as the scenario loader checks one.
 
@@ -45,6 +47,13 @@ def described_probe(
         raise LabError(f"protocol {protocol!r}: must be TCP or UDP")
     if via not in ("clusterIP", "nodePort", "loadBalancer", "externalIP"):
         raise LabError(f"via {via!r}: must be clusterIP, nodePort, loadBalancer or externalIP")
+    if mode not in ("connection", "packet"):
+        raise LabError(f"mode {mode!r}: must be connection or packet")
+    if mode == "packet" and source in {n.name for n in plan.nodes}:
+        raise LabError(
+            "packet probes start at a client or a pod: a node's own packets are NATed"
+            " before any capture point can see them"
+        )
     if node is not None and node not in {n.name for n in plan.nodes}:
         raise LabError(f"no node named {node!r} in lab {lab_id}")
     key = None
@@ -79,4 +88,57 @@ def described_probe(
         target=Target(service=key, port=port, via=via, node=node, address=address),
         protocol=protocol or "TCP",
         count=count,
+        mode=mode,
     )
+
+
+EXPECT_KEYS = ("outcome", "completed", "sourceIP", "pods", "returnPath")
+
+
+def described_expectation(plan: Plan, text: str) -> Expectation:
+    """`--expect`: `dropped`, or `outcome=delivered,sourceIP=client,pods=web-0+web-1`.
+
+    The fields and values of a scenario's `expect` (docs/scenario-format.md), checked as the
+    loader checks them; a bad one is a LabError naming it.
+    """
+    out = Expectation()
+    for part in [p.strip() for p in text.split(",") if p.strip()]:
+        key, eq, value = part.partition("=")
+        if not eq:
+            key, value = "outcome", part
+        key, value = key.strip(), value.strip()
+        if key == "outcome":
+            if value not in ("delivered", "dropped", "rejected"):
+                raise LabError(f"expect outcome {value!r}: must be delivered, dropped or rejected")
+            out = replace(out, outcome=value)
+        elif key == "completed":
+            try:
+                fraction = float(value.removesuffix("%")) / (100 if value.endswith("%") else 1)
+            except ValueError:
+                fraction = -1.0
+            if not 0 <= fraction <= 1:
+                raise LabError(f"expect completed {value!r}: a fraction 0-1 or a percentage")
+            out = replace(out, completed=fraction)
+        elif key == "sourceIP":
+            if value not in ("client", "node"):
+                try:
+                    value = str(ipaddress.IPv4Address(value))
+                except ValueError:
+                    raise LabError(
+                        f"expect sourceIP {value!r}: client, node or an IPv4 address"
+                    ) from None
+            out = replace(out, source_ip=value)
+        elif key == "pods":
+            pods = tuple(p for p in value.split("+") if p)
+            known = {p.name for p in plan.pods}
+            unknown = [p for p in pods if p not in known]
+            if unknown:
+                raise LabError(f"expect pods: no pod named {unknown[0]!r} in this lab")
+            out = replace(out, pods=pods)
+        elif key == "returnPath":
+            if value not in ("correct", "broken", "mixed", "none"):
+                raise LabError(f"expect returnPath {value!r}: correct, broken, mixed or none")
+            out = replace(out, return_path=value)
+        else:
+            raise LabError(f"expect: unknown field {key!r} (known: {', '.join(EXPECT_KEYS)})")
+    return out

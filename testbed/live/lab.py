@@ -19,7 +19,7 @@ from testbed.core import limits, topology
 from testbed.core import scenario as loader
 from testbed.core.errors import LabError
 from testbed.core.load import replan
-from testbed.core.model import Expectation, NodePlan, Plan, ProbePlan
+from testbed.core.model import DEFAULT_PROBE_COUNT, Expectation, NodePlan, Plan, ProbePlan
 from testbed.core.records import Observation
 from testbed.core.scenario import Scenario
 from testbed.kernel import netns, procs, signals, state
@@ -434,8 +434,9 @@ class Lab:
         port: int | str | None = None,
         address: str | None = None,
         protocol: str | None = None,
-        count: int = 10,
+        count: int = DEFAULT_PROBE_COUNT,
         expect: Expectation | None = None,
+        mode: str = "connection",
     ):
         """Probe by the name of a scenario probe, or describe one; returns the Verdict.
 
@@ -460,6 +461,7 @@ class Lab:
                 address,
                 protocol,
                 count,
+                mode,
             )
             chosen = replace(chosen, expect=expect)
         return self.observe(chosen)[1]

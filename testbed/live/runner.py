@@ -43,6 +43,9 @@ def _write_pcaps(directory: str, scenario: str, probe: str, frames: list[Frame])
         os.close(folder)
 
 
+write_pcaps = _write_pcaps  # `testbed probe --pcap` writes the same files
+
+
 def run_plan(
     plan: Plan,
     pcap_dir: str | None = None,

@@ -304,6 +304,18 @@ class _View:
         return {a for n in nodes for a in self.pred.addresses_of(n)}
 
 
+def _where(obs: Observation, outcome: str) -> str:
+    """` at node-2 (4), node-3 (2)`: the nodes that dropped or rejected, as the captures saw."""
+    if outcome == DELIVERED:
+        return ""
+    nodes = Counter(a.entry_node for a in obs.attempts if a.outcome == outcome and a.entry_node)
+    if not nodes:
+        return ""
+    if len(nodes) == 1:
+        return f" at {next(iter(nodes))}"
+    return " at " + ", ".join(f"{node} ({k})" for node, k in sorted(nodes.items()))
+
+
 def _check_outcome(exp: Expected, obs: Observation) -> list[str]:
     counts = Counter(a.outcome for a in obs.attempts)
     n = obs.sent
@@ -311,7 +323,7 @@ def _check_outcome(exp: Expected, obs: Observation) -> list[str]:
         bad = {k: v for k, v in sorted(counts.items()) if k != exp.outcome}
         if not bad:
             return []
-        parts = [f"{v} of {n} were {k}" for k, v in bad.items()]
+        parts = [f"{v} of {n} were {k}{_where(obs, k)}" for k, v in bad.items()]
         return [f"expected every attempt to be {exp.outcome}, but {and_list(parts)}"]
     if not exp.outcomes:  # the scenario says "mixed" on its own: want more than one outcome
         if len(counts) > 1:

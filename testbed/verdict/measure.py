@@ -150,13 +150,14 @@ def compare(
     medians = (percentile(a, 0.5), percentile(b, 0.5))
     u, p = mann_whitney(a, b)
     shown = p < alpha
-    at = f"medians {medians[0]:.3f} vs {medians[1]:.3f} ms"
-    test = f"Mann-Whitney p = {p:.2g}, n = {sizes[0]}/{sizes[1]}"
+    at = f"medians {medians[0]:.3f} vs {medians[1]:.3f} ms, n = {sizes[0]} and {sizes[1]}"
     if not shown:
-        sentence = f"{what}: {NOTHING_SHOWN} between {names[0]} and {names[1]} ({at}, {test})"
+        test = f"Mann-Whitney p = {p:.2g}, not below alpha {alpha:g}"
+        sentence = f"{what}: {NOTHING_SHOWN} between {names[0]} and {names[1]} ({at}; {test})"
     else:
+        test = f"Mann-Whitney p = {p:.2g} < alpha {alpha:g}"
         slower, faster = (names[0], names[1]) if u > sizes[0] * sizes[1] / 2 else names[::-1]
-        sentence = f"{what}: {slower} is slower than {faster} ({at}, {test} < {alpha})"
+        sentence = f"{what}: {slower} is slower than {faster} ({at}; {test})"
     return Comparison(what, names, sizes, medians, p, shown, sentence)
 
 

@@ -228,8 +228,8 @@ def _cluster_ip_at(ctx: _Ctx, n: NodePlan, p: Fraction) -> list[Fate]:
                 p,
                 DROPPED,
                 n.name,
-                f"internalTrafficPolicy Local: {n.name} has no local "
-                "endpoint, so kube-proxy drops the ClusterIP traffic",
+                f"internalTrafficPolicy Local: {n.name} has no ready local endpoint for "
+                f"{svc.key}, so kube-proxy drops the ClusterIP traffic",
             )
         ]
     detector = proxy.local_cidr(n)
@@ -269,7 +269,7 @@ def _external_at(ctx: _Ctx, n: NodePlan, p: Fraction, what: str) -> list[Fate]:
                 DROPPED,
                 n.name,
                 f"{what} at {n.name}, externalTrafficPolicy Local: "
-                f"{n.name} has no local endpoint, so kube-proxy drops it",
+                f"{n.name} has no ready local endpoint for {svc.key}, so kube-proxy drops it",
             )
         ]
     why = f"{what} at {n.name}, externalTrafficPolicy Local: a local endpoint"

@@ -4,8 +4,12 @@ Drawn from the verdicts' report data (shares per pod and node, expected shares)
 and, for latency, from the attempts themselves. matplotlib is an optional
 extra: it is imported only here and only when pictures are asked for.
 
-- `<scenario>-<mode>-<probe>-shares.png`: one bar per pod, coloured by its node,
-  with the expected share and the range a fair draw lands in 95% of the time;
+- `<scenario>-<mode>-outcomes.png`: every probe, how its attempts ended (completed,
+  broken, rejected, dropped: the table's words), so a scenario whose probes only drop
+  still gets a picture;
+- `<scenario>-<mode>-<probe>-shares.png`: how the attempts ended per entry node, and one
+  bar per pod, coloured by its node, with the expected share and the range a fair draw
+  misses only with probability ALPHA (the level the share test uses);
 - `<scenario>-<mode>-shares.png`: every share probe of a scenario side by side;
 - `<scenario>-<mode>-<probe>-latency.png`: connect and request time per path;
 - `<scenario>-<mode>-<step>-convergence.png`: completed, dropped and other (broken or
@@ -21,15 +25,20 @@ from collections.abc import Collection, Sequence
 
 from testbed.core import outfiles
 from testbed.core.errors import TestbedError
-from testbed.core.records import Observation
+from testbed.core.records import ENDS, Observation
 from testbed.verdict import measure
 from testbed.verdict.judge import Verdict
-from testbed.verdict.report import ScenarioResult
+from testbed.verdict.report import ScenarioResult, completed_words
+from testbed.verdict.statistics import ALPHA, two_sided_z
 
 MISSING = "plots need matplotlib: pip install 'kubeproxy-testbed[plots]'"
 MIN_COUNT = 20  # probes with fewer attempts and no share expectation get no picture
 NODE_COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3")
 PATH_COLOURS = {measure.LOCAL: "#55A868", measure.CROSS_NODE: "#C44E52"}
+END_COLOURS = {"completed": "#55A868", "broken": "#DD8452", "rejected": "#8C8C8C"}
+END_COLOURS["dropped"] = "#C44E52"
+Z = two_sided_z(ALPHA)  # whiskers at the level of the share test, not 95%
+WHISKER_WORDS = f"whiskers: a fair draw lands outside with probability alpha = {ALPHA:g}"
 
 
 class PlotsUnavailable(TestbedError, RuntimeError):
@@ -98,31 +107,85 @@ def _share_panel(ax, verdict: Verdict, colours: dict[str, str], title: str) -> N
     )
     expected = [(x, r[4]) for x, r in zip(xs, rows, strict=True) if r[4] is not None]
     if expected and delivered:
-        spread = [1.96 * 100 * math.sqrt(e * (1 - e) / delivered) for _, e in expected]
+        spread = [Z * 100 * math.sqrt(e * (1 - e) / delivered) for _, e in expected]
+        low = [min(w, 100 * e) for w, (_, e) in zip(spread, expected, strict=True)]
+        high = [min(w, 100 - 100 * e) for w, (_, e) in zip(spread, expected, strict=True)]
         ax.errorbar(
             [x for x, _ in expected],
             [100 * e for _, e in expected],
-            yerr=spread,
+            yerr=[low, high],  # a share stays within 0-100%
             fmt="D",
             color="black",
             markersize=6,
             capsize=6,
             linewidth=1.2,
-            label="expected share (whiskers: where a fair draw lands 95% of the time)",
+            label=f"expected share ({WHISKER_WORDS})",
         )
     labels = [f"{r[0]}\non {r[1]}\n{r[2]} of {delivered}" for r in rows]
     ax.set_xticks(xs, labels, fontsize=9)
-    ax.set_ylabel("share of delivered connections (%)")
+    ax.set_ylabel("share of delivered attempts (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
-    ax.set_ylim(0, _top(verdict))
+    _percent_axis(ax, _top(verdict))
 
 
 def _top(verdict: Verdict) -> float:
-    """A y limit that leaves room above the highest bar and whisker."""
+    """The highest bar or whisker, in percent (a share never exceeds 100)."""
     rows = _pods(verdict)
-    return 1.2 * max([100 * r[3] for r in rows] + [100 * (r[4] or 0) for r in rows] + [1]) + 5
+    delivered = sum(r[2] for r in rows) or 1
+    tops = [100 * r[3] for r in rows]
+    for r in rows:
+        if r[4] is not None:
+            tops.append(100 * (r[4] + Z * math.sqrt(r[4] * (1 - r[4]) / delivered)))
+    return min(100.0, max([*tops, 1.0]))
+
+
+def _percent_axis(ax, top: float) -> None:
+    """0 to a little above the top, never a tick above 100%."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_ylim(0, min(105.0, top * 1.1 + 2))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+    ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= 100])
+
+
+def _ends(verdict: Verdict) -> dict[str, dict[str, int]]:
+    """Per entry node (or `edge`), how many attempts ended which way, from the flows."""
+    out: dict[str, dict[str, int]] = {}
+    for flow in verdict.details.get("flows", []):
+        where = flow.get("entryNode") or flow.get("edgeNode") or "not seen at a node"
+        end = flow.get("end", "other")
+        out.setdefault(where, {}).setdefault(end, 0)
+        out[where][end] += flow.get("count", 0)
+    if not out:  # no flows kept: the totals alone
+        obs = verdict.observed
+        rest = obs.get("sent", 0) - obs.get("completed", 0) - obs.get("broken", 0)
+        rest -= obs.get("dropped", 0)
+        ends = {"completed": obs.get("completed", 0), "broken": obs.get("broken", 0)}
+        out["all nodes"] = {**ends, "rejected": rest, "dropped": obs.get("dropped", 0)}
+    return dict(sorted(out.items()))
+
+
+def _ends_panel(ax, verdict: Verdict) -> None:
+    """Stacked bars: how the attempts that entered each node ended."""
+    ends = _ends(verdict)
+    names = list(ends)
+    bottom = [0] * len(names)
+    for end in (*ENDS, "other"):
+        counts = [ends[n].get(end, 0) for n in names]
+        if not any(counts):
+            continue
+        colour = END_COLOURS.get(end, "#BBBBBB")
+        ax.bar(names, counts, bottom=bottom, color=colour, label=end, edgecolor="black", lw=0.5)
+        bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+    ax.set_ylim(0, max([*bottom, 1]) * 1.35)  # room for the legend above the bars
+    ax.set_ylabel("attempts")
+    ax.set_title("how the attempts ended,\nby the node they entered", fontsize=10)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.tick_params(axis="x", labelsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
 
 
 def _entry_words(verdict: Verdict) -> str:
@@ -148,7 +211,7 @@ def _legend(fig, colours: dict[str, str], nodes: Collection[str], with_expected:
                 marker="D",
                 color="black",
                 linestyle="none",
-                label="expected share; whiskers: where a fair draw lands 95% of the time",
+                label=f"expected share; {WHISKER_WORDS}",
             )
         )
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8)
@@ -157,12 +220,12 @@ def _legend(fig, colours: dict[str, str], nodes: Collection[str], with_expected:
 def share_figure(result: ScenarioResult, verdict: Verdict):
     rows = _pods(verdict)
     colours = _node_colours(result)
-    fig = _figure(max(6.0, 1.2 * len(rows) + 3), 5.0)
-    ax = fig.add_subplot()
-    sent = verdict.observed.get("sent", 0)
-    done = verdict.observed.get("completed", 0)
-    title = f"{verdict.name}: which pod each delivered connection reached ({done}/{sent} completed)"
-    _share_panel(ax, verdict, colours, title + "\n" + _entry_words(verdict))
+    fig = _figure(max(8.0, 1.2 * len(rows) + 5), 5.0)
+    ends_ax, ax = fig.subplots(1, 2, width_ratios=[1, max(2, len(rows))])
+    _ends_panel(ends_ax, verdict)
+    words = completed_words(verdict.observed)
+    title = f"{verdict.name}: which pod each delivered attempt reached\ncompleted {words}"
+    _share_panel(ax, verdict, colours, title + "; " + _entry_words(verdict))
     fig.suptitle(f"{result.name} ({result.proxy_mode})\n{_wrap(result.description)}", fontsize=11)
     _legend(fig, colours, {r[1] for r in rows}, any(r[4] is not None for r in rows))
     return fig
@@ -175,19 +238,53 @@ def combined_share_figure(result: ScenarioResult, verdicts: Sequence[Verdict]):
     fig = _figure(5.0 * len(verdicts), 5.5)
     axes = fig.subplots(1, len(verdicts), sharey=True)
     for ax, verdict in zip(axes, verdicts, strict=True):
-        sent = verdict.observed.get("sent", 0)
-        done = verdict.observed.get("completed", 0)
-        title = f"{verdict.name} ({done}/{sent} completed)\n{_entry_words(verdict)}"
+        words = completed_words(verdict.observed)
+        title = f"{verdict.name}\ncompleted {words}\n{_entry_words(verdict)}"
         _share_panel(ax, verdict, colours, title)
     for ax in axes[1:]:
         ax.set_ylabel("")
-    axes[0].set_ylim(0, max(_top(v) for v in verdicts))
+    _percent_axis(axes[0], max(_top(v) for v in verdicts))
     fig.suptitle(
-        f"{result.name} ({result.proxy_mode}): which pod each delivered connection reached\n"
+        f"{result.name} ({result.proxy_mode}): which pod each delivered attempt reached\n"
         f"{_wrap(result.description)}",
         fontsize=11,
     )
     _legend(fig, colours, {r[1] for r in rows}, any(r[4] is not None for r in rows))
+    return fig
+
+
+def outcomes_figure(result: ScenarioResult):
+    """Every probe of the scenario: how its attempts ended, as shares of those sent."""
+    verdicts = [v for v in result.verdicts if v.observed.get("sent")]
+    fig = _figure(9.0, 1.4 + 0.55 * len(verdicts))
+    ax = fig.add_subplot()
+    names = [v.name for v in verdicts][::-1]
+    left = [0.0] * len(verdicts)
+    for end in ENDS:
+        shares = []
+        for v in verdicts[::-1]:
+            obs, sent = v.observed, v.observed["sent"]
+            rejected = sent - obs.get("completed", 0) - obs.get("broken", 0)
+            rejected -= obs.get("dropped", 0)
+            count = rejected if end == "rejected" else obs.get(end, 0)
+            shares.append(100 * count / sent)
+        if any(shares):
+            ax.barh(names, shares, left=left, color=END_COLOURS[end], label=end, height=0.6)
+            left = [a + b for a, b in zip(left, shares, strict=True)]
+    for y, v in enumerate(verdicts[::-1]):
+        verdict_word = "PASS" if v.passed else "FAIL"
+        ax.annotate(
+            f"{completed_words(v.observed)}  {verdict_word}",
+            (101, y),
+            va="center",
+            fontsize=8,
+            annotation_clip=False,
+        )
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("share of the attempts sent (%)")
+    fig.legend(loc="outside lower center", ncol=4, fontsize=8)
+    ax.set_title("how each probe's attempts ended (completed / broken / rejected / dropped)")
+    fig.suptitle(f"{result.name} ({result.proxy_mode})\n{_wrap(result.description)}", fontsize=11)
     return fig
 
 
@@ -240,8 +337,13 @@ def latency_figure(result: ScenarioResult, observation: Observation):
         if len(names) == 2:
             comparison = measure.compare(split[names[0]], split[names[1]], tuple(names), what)
             notes.append(comparison.sentence)
+    ends = {e: sum(1 for a in observation.attempts if a.end == e) for e in ENDS}
+    sent = len(observation.attempts)
+    others = ", ".join(f"{k} {e}" for e, k in ends.items() if k and e != "completed")
+    timed = f"{ends['completed']}/{sent} completed" + (f" ({others}: no time)" if others else "")
     fig.suptitle(
-        f"{result.name} ({result.proxy_mode}) - {observation.probe}: time per connection by path\n"
+        f"{result.name} ({result.proxy_mode}) - {observation.probe}: time per connection by path"
+        f"; {timed}\n"
         "local: the entry node hosts the pod; cross-node: the packet went on to another node\n"
         "box: the middle half of the connections; line: the median; dots: unusually slow ones",
         fontsize=11,
@@ -346,6 +448,8 @@ def write(
             os.close(folder)
         written.append(path)
 
+    if any(v.observed.get("sent") for v in result.verdicts):
+        save(outcomes_figure(result), f"{stem}-outcomes.png")
     shared = [v for v in result.verdicts if wants_shares(v)]
     for verdict in shared:
         save(share_figure(result, verdict), f"{stem}-{_slug(verdict.name)}-shares.png")

@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from testbed.verdict import tablefit
 from testbed.verdict.judge import Verdict
 from testbed.verdict.statistics import ALPHA, FAMILY_ALPHA, MAX_CHECKS
 
@@ -93,6 +94,16 @@ def _expected(exp: Mapping) -> str:
 completed_words, sources_words, expected_words = _completed, _sources, _expected
 
 HEADER = ("PROBE", "COMPLETED", "PATH TAKEN", "POD(S)", "SOURCE IP SEEN", "EXPECTED", "VERDICT")
+# in a narrow terminal the path and the expectation go under the row first (tablefit.py)
+COLUMNS = (
+    tablefit.Column("PROBE", "probe", keep=100, whole=True, min_width=12),
+    tablefit.Column("COMPLETED", "completed", keep=80, whole=True, min_width=9),
+    tablefit.Column("PATH TAKEN", "path", keep=10, min_width=44),
+    tablefit.Column("POD(S)", "pods", keep=50, min_width=16),
+    tablefit.Column("SOURCE IP SEEN", "source IP seen", keep=40, min_width=18),
+    tablefit.Column("EXPECTED", "expected", keep=20, min_width=24),
+    tablefit.Column("VERDICT", "verdict", keep=90, whole=True, min_width=7),
+)
 
 
 def _rows(verdicts: Sequence[Verdict]) -> list[tuple[str, ...]]:
@@ -110,30 +121,31 @@ def _rows(verdicts: Sequence[Verdict]) -> list[tuple[str, ...]]:
     ]
 
 
-def table(results: Sequence[ScenarioResult], summary: bool = True) -> str:
-    """One block per scenario, one row per probe, failing reasons indented under their row."""
+def table(results: Sequence[ScenarioResult], summary: bool = True, width: int | None = None) -> str:
+    """One block per scenario, one row per probe, failing reasons indented under their row.
+
+    `width`: the terminal's; no line is wider (None: one line per row, as wide as it takes).
+    """
     lines: list[str] = []
     for res in results:
         state = PASS if res.passed else FAIL
-        lines.append(f"{res.name} ({res.proxy_mode}, {res.seconds:.1f} s, {res.file}): {state}")
+        title = f"{res.name} ({res.proxy_mode}, {res.seconds:.1f} s, {res.file}): {state}"
+        lines += tablefit.hanging("", title, width, "    ")
         if res.error:
-            lines.append(f"    error: {res.error}")
+            lines += tablefit.hanging("    error: ", res.error, width)
         rows = _rows(res.verdicts)
         if rows:
-            widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
-
-            def fmt(row: Sequence[str], widths: list[int] = widths) -> str:
-                cells = [c.ljust(w) for c, w in zip(row, widths, strict=True)]
-                return ("  " + "  ".join(cells)).rstrip()
-
-            lines.append(fmt(HEADER))
-            for verdict, row in zip(res.verdicts, rows, strict=True):
-                lines.append(fmt(row))
-                lines += [f"      | {line}" for line in verdict.lines]
-                lines += [f"      - {reason}" for reason in verdict.reasons]
+            fitted = tablefit.fit(COLUMNS, rows, width)
+            lines += fitted.header
+            for verdict, row in zip(res.verdicts, fitted.rows, strict=True):
+                lines += row
+                for line in verdict.lines:
+                    lines += tablefit.hanging("      | ", line, width, "      |   ")
+                for reason in verdict.reasons:
+                    lines += tablefit.hanging("      - ", reason, width, "        ")
         lines.append("")
     if summary:
-        lines.append(summary_line(results))
+        lines.append(summary_text(results, width))
     return "\n".join(lines).rstrip("\n")
 
 
@@ -161,6 +173,11 @@ def summary_line(results: Sequence[ScenarioResult]) -> str:
         f" (statistical checks at alpha {ALPHA:g} each,"
         f" Bonferroni: {FAMILY_ALPHA:g} for up to {MAX_CHECKS})"
     )
+
+
+def summary_text(results: Sequence[ScenarioResult], width: int | None = None) -> str:
+    """The summary line, wrapped to the width (None: one line)."""
+    return "\n".join(tablefit.hanging("", summary_line(results), width, "  "))
 
 
 def to_json(results: Sequence[ScenarioResult]) -> dict:

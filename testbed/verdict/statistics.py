@@ -79,6 +79,18 @@ def chi_square(observed: Sequence[int], fractions: Sequence[float]) -> tuple[flo
     return stat, dof, chi2_sf(stat, dof)
 
 
+def two_sided_z(alpha: float) -> float:
+    """z with P(|Z| > z) = alpha for a standard normal Z (bisection on erfc; plots' whiskers)."""
+    lo, hi = 0.0, 40.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if math.erfc(mid / math.sqrt(2)) > alpha:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
 def homogeneity(a: Sequence[int], b: Sequence[int]) -> float:
     """p-value that two samples of counts over the same categories share one distribution
     (Pearson's chi-square on the 2 x k table). Categories empty in both are left out, and

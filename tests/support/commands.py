@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,13 @@ TESTBED = [sys.executable, "-m", "testbed.cli"]
 
 
 def run_testbed(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:
-    """`testbed ARGS` in the suite's own environment (its namespace prefix and state dir)."""
+    """`testbed ARGS` in the suite's own environment (its namespace prefix and state dir).
+
+    The environment is passed explicitly: readline, once loaded by the test runner, puts the
+    terminal's COLUMNS into the process environment (not os.environ), and a child that
+    inherited it would fit its tables to that width instead of printing whole rows.
+    """
+    kw.setdefault("env", dict(os.environ))
     return subprocess.run(
         [*TESTBED, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kw
     )

@@ -404,6 +404,7 @@ def test_the_oracle_names_why_attempts_do_not_complete() -> None:
     plan = world(external="Local", lb=LoadBalancerConfig(health_checks=False))
     v = run(plan, probe(), local_split(17, 17) + [Attempt("dropped", entry_node="node-3")] * 16)
     assert any(
-        line.startswith("why dropped (33.3%): LB IP") and "node-3 has no local endpoint" in line
+        line.startswith("why dropped (33.3%): LB IP")
+        and "node-3 has no ready local endpoint" in line
         for line in v.lines
     )

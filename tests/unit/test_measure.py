@@ -238,6 +238,7 @@ def test_plots_write_readable_pngs(tmp_path):
     names = sorted(p.rsplit("/", 1)[1] for p in written)
     assert names == [
         "s-nftables-again-shares.png",
+        "s-nftables-outcomes.png",
         "s-nftables-packed-shares.png",
         "s-nftables-shares.png",
         "s-nftables-timed-latency.png",
@@ -267,3 +268,26 @@ def test_plots_say_how_to_get_matplotlib_when_it_is_missing(monkeypatch):
     with pytest.raises(plots.PlotsUnavailable) as err:
         plots._figure(1, 1)
     assert str(err.value) == "plots need matplotlib: pip install 'kubeproxy-testbed[plots]'"
+
+
+def test_a_scenario_whose_probes_only_drop_still_gets_a_picture(tmp_path):
+    pytest.importorskip("matplotlib")
+    from testbed.verdict import plots
+
+    dropped = Verdict(
+        "local-via-node-2", True, (), {"sent": 30, "completed": 0, "dropped": 30}, {}, {}
+    )
+    result = ScenarioResult("only-drops", "s.yaml", "iptables", 1.0, (dropped,))
+    written = plots.write(str(tmp_path), result, [], ())
+    assert [p.rsplit("/", 1)[1] for p in written] == ["only-drops-iptables-outcomes.png"]
+
+
+def test_share_whiskers_are_at_the_tests_alpha_and_the_axis_stops_at_100():
+    pytest.importorskip("matplotlib")
+    from testbed.verdict import plots
+    from testbed.verdict.statistics import ALPHA
+
+    assert math.erfc(plots.Z / math.sqrt(2)) == pytest.approx(ALPHA, rel=1e-6)
+    assert plots.Z > 4  # far wider than the 1.96 of a 95% interval
+    lone = share_verdict("lone", {"lone": 40})
+    assert plots._top(lone) <= 100

@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import replace
 
 from testbed.core.model import (
+    DEFAULT_PROBE_COUNT,
     TCP,
     Expectation,
     ProbePlan,
@@ -70,7 +71,7 @@ class ProbeReading:
         count = (
             count_v.integer(1, MAX_PROBE_COUNT, f"{count_v.value} is outside 1-{MAX_PROBE_COUNT}")
             if count_v
-            else 1
+            else DEFAULT_PROBE_COUNT
         )
         expect_v = item.get("expect")
         expect = self._expectation(expect_v) if expect_v is not None else None
