@@ -211,8 +211,9 @@ def ipv4(text: str) -> str:
 def went_down(found, wait: float = 5.0) -> bool:
     """Whether the lab was taken down under a command: its owner gone or a namespace missing.
 
-    `testbed down` ends every process inside the lab's namespaces, a prober switched into
-    one included, while the owner is still tearing down: that is given `wait` seconds to show.
+    A probe sends from short-lived threads and never sits inside a lab namespace itself
+    (netns.run_in), so `testbed down` leaves it be and the probe finds the namespaces gone.
+    After a signal, a teardown still under way is given `wait` seconds to show.
     """
     import time
 
@@ -273,7 +274,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
                 write_pcaps(args.pcap, found.name, verdict.name, frames)
                 print(f"wrote {args.pcap}/{found.name}/{verdict.name}/", file=sys.stderr)
             verdicts.append(verdict)
-    except (LabError, CliError):
+        if went_down(found, wait=0):  # the last batch may have run while it went
+            raise LabError(f"lab {found.id} went down while it was being probed")
+    except CliError:
         raise
     except (Exception, signals.Interrupted) as exc:
         asked = isinstance(exc, signals.Interrupted) and exc.signum == signal.SIGINT

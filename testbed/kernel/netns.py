@@ -14,8 +14,10 @@ import ctypes
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
+T = TypeVar("T")
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
@@ -121,6 +123,29 @@ def entered(name: str) -> Iterator[None]:
             _setns(home)
     finally:
         os.close(home)
+
+
+def run_in(name: str, fn: Callable[..., T], *args: object) -> T:
+    """`fn(*args)` on a short-lived thread inside namespace `name`; this thread never leaves
+    its own. Why: /proc/PID/ns/net shows the main thread's namespace, and `testbed down`
+    ends every process it finds inside a lab; a command that only sends into a lab (a
+    probe) must not look like one of the lab's own processes."""
+    out: list[T] = []
+    failed: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            with entered(name):
+                out.append(fn(*args))
+        except BaseException as exc:  # handed to the caller's thread
+            failed.append(exc)
+
+    worker = threading.Thread(target=body, name=f"in-{name}", daemon=True)
+    worker.start()
+    worker.join()
+    if failed:
+        raise failed[0]
+    return out[0]
 
 
 def socket_in(

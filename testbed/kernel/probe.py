@@ -19,6 +19,7 @@ import socket
 import time
 from dataclasses import replace
 
+from testbed.core.errors import LabError
 from testbed.core.model import Plan, ProbePlan
 from testbed.core.records import DELIVERED, Attempt, Observation
 from testbed.core.targets import Aim, aim, source_address
@@ -48,38 +49,38 @@ def capture_points(plan: Plan, wiring: Wiring) -> list[Point]:
     return points
 
 
-def _open_tcp(ns: str, target: Aim, count: int) -> list[Try]:
+def _open_tcp(target: Aim, count: int) -> list[Try]:
+    """Sockets for one batch; called inside the source's namespace (netns.run_in)."""
     tries = []
-    with netns.entered(ns):
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            # no SYN retries: one SYN per attempt, so each attempt is one packet story
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
-            started = time.monotonic()
-            code = sock.connect_ex((target.ip, target.port))
-            t = Try(sock, started, sock.getsockname())
-            if code not in (0, errno.EINPROGRESS):
-                t.error, t.done = code, True
-            tries.append(t)
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        # no SYN retries: one SYN per attempt, so each attempt is one packet story
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        started = time.monotonic()
+        code = sock.connect_ex((target.ip, target.port))
+        t = Try(sock, started, sock.getsockname())
+        if code not in (0, errno.EINPROGRESS):
+            t.error, t.done = code, True
+        tries.append(t)
     return tries
 
 
-def _open_udp(ns: str, target: Aim, count: int) -> list[Try]:
+def _open_udp(target: Aim, count: int) -> list[Try]:
+    """Sockets for one batch, each sending its datagram; called inside the source's namespace."""
     tries = []
-    with netns.entered(ns):
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.setblocking(False)
-            sock.connect((target.ip, target.port))  # connected: ICMP errors reach us
-            t = Try(sock, time.monotonic(), sock.getsockname())
-            try:
-                sock.send(b"clientip")
-                t.sent = True
-            except OSError as exc:
-                t.error, t.done = exc.errno or 0, True
-            tries.append(t)
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.connect((target.ip, target.port))  # connected: ICMP errors reach us
+        t = Try(sock, time.monotonic(), sock.getsockname())
+        try:
+            sock.send(b"clientip")
+            t.sent = True
+        except OSError as exc:
+            t.error, t.done = exc.errno or 0, True
+        tries.append(t)
     return tries
 
 
@@ -208,13 +209,16 @@ def run(
     delivered_kept = False  # a delivered attempt's hops are kept: the path column shows one
     since = time.time() - 0.01  # captures carry wall-clock kernel timestamps
     while len(attempts) < probe.count:
+        if not os.path.lexists(netns.path(ns)):  # `testbed down` under a running probe
+            raise LabError(f"namespace {ns} is gone: the lab was torn down")
         started = time.time()
         if packets:
             size = min(probe.count - len(attempts), PACKET_BATCH)
             tries = _send_packets(ns, target, protocol, size, source_ip)
             _await_packets(capture, tries, source_point, since, timeout)
         else:
-            tries = opener(ns, target, min(probe.count - len(attempts), _batch_size()))
+            size = min(probe.count - len(attempts), _batch_size())
+            tries = netns.run_in(ns, opener, target, size)
             _drive(tries, protocol, timeout, target.text)
         capture.flush()
         index = FrameIndex(capture.frames(since=since))
