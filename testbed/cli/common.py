@@ -45,15 +45,32 @@ def resolve_scenario(arg: str | None) -> Path:
         raise CliError(str(exc), 2) from None
 
 
-def load_both(arg: str | None, proxy_mode: str | None = None):
+def load_both(arg: str | None, proxy_mode: str | None = None, kube_proxy: str | None = None):
     """(scenario, plan) of a scenario file or built-in name; bad input exits 2."""
     from testbed.core import load
     from testbed.core.scenario import ScenarioError
 
     try:
-        return load.load_both(str(resolve_scenario(arg)), proxy_mode)
+        return load.load_both(str(resolve_scenario(arg)), proxy_mode, kube_proxy)
     except ScenarioError as exc:  # every problem of the file, one `testbed: ` line each
         raise CliError(f"\n{PROG}: ".join(exc.lines()), 2) from None
+    except load.ChoiceError as exc:
+        raise CliError(str(exc), 2) from None
+
+
+def check_upstream(plan) -> None:
+    """Upstream mode needs its binaries built and a plan the control plane can hold: exit 2."""
+    if plan.proxy.implementation != "upstream":
+        return
+    from testbed.core.errors import LabError
+    from testbed.kernel import upstreambin
+    from testbed.kubeproxy import objects
+
+    try:
+        objects.check(plan)
+        upstreambin.find(plan.proxy.version)
+    except LabError as exc:
+        raise CliError(f"{plan.name}: {exc}", 2) from None
 
 
 def print_warnings(scenario) -> None:

@@ -24,6 +24,9 @@ class ProxyOptions:
     what_if: tuple[str, ...] = ()  # deliberate faults, e.g. ("no-snat",)
     cluster_cidr: str = "10.244.0.0/16"  # the detector's CIDR in ClusterCIDR mode
     service_cidr: str = "10.96.0.0/16"
+    # who writes the rules: our renderer ("builtin") or the real kube-proxy ("upstream")
+    implementation: str = "builtin"
+    version: str | None = None  # upstream Kubernetes version (None: the newest built)
 
     def local_cidr(self, node: NodePlan) -> str | None:
         """The source range kube-proxy treats as 'from a pod' on this node."""

@@ -82,6 +82,8 @@ def plan(
             detect_local_mode=kp.detect_local_mode,
             localhost_nodeports=kp.localhost_nodeports,
             what_if=kp.what_if,
+            implementation=kp.implementation,
+            version=kp.version,
             cluster_cidr=net.pod_cidr,
             service_cidr=net.service_cidr,
         ),

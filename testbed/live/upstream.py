@@ -1,0 +1,231 @@
+"""The second `Proxy`: the real kube-proxy in every node, fed by a real API server.
+
+The lab plays kubelet and the controllers: it writes Nodes, Services (with their
+status) and EndpointSlices through kubectl (server-side apply, as one field manager),
+and every node runs upstream kube-proxy from a config file of its own. After each
+change it waits until every kube-proxy says, in its metrics, that it has synced since
+(never a sleep). kube-proxy serves the health checks itself; the lab's hub serves only
+the pods. In this mode the API server is the truth: `api_services` reads what it holds
+when a probe runs, so a change made with `testbed kubectl` is what the oracle predicts.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import replace
+
+from testbed.core.errors import LabError
+from testbed.core.model import NodePlan, Plan, ServicePlan
+from testbed.core.topology import Wiring
+from testbed.kernel import procs, rules, state, upstreambin
+from testbed.kernel.checkpoint import reached
+from testbed.kernel.controlplane import ControlPlane, http_get, metrics
+from testbed.kubeproxy import objects
+from testbed.kubeproxy.endpoints import local_ready
+
+SYNC_TIMEOUT = 60.0  # seconds a kube-proxy may take to sync a change
+LAST_SYNC = 'kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"}'
+LAST_QUEUED = 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds{ip_family="IPv4"}'
+TO_BE_DELETED = "ToBeDeletedByClusterAutoscaler"  # KEP-3836: /healthz answers 503
+
+
+def services_from_api(objects_json: dict, plan: Plan) -> tuple[ServicePlan, ...]:
+    """The plan's Services as the API server holds them (`kubectl get svc,endpointslices
+    -A -o json`): the oracle's truth in upstream mode.
+
+    The hook for the converter of API objects to ServicePlans (kubeproxy/fromapi.py);
+    until it is there, the plan's own Services stand in (a change made with kubectl then
+    reaches the packets but not the prediction).
+    """
+    try:
+        from testbed.kubeproxy import fromapi  # type: ignore[attr-defined]
+    except ImportError:
+        return plan.services
+    return fromapi.services(objects_json, plan)  # pragma: no cover (the converter's own)
+
+
+class UpstreamProxy:
+    """Control plane + one real kube-proxy per node, for one lab."""
+
+    def __init__(self, plan: Plan, on_started=None) -> None:
+        """Check the plan and find the binaries: a LabError before anything exists."""
+        objects.check(plan)
+        self.binaries = upstreambin.find(plan.proxy.version)
+        self.mgmt = objects.management(plan)
+        self.on_started = on_started or (lambda proc: None)
+        self.cp: ControlPlane | None = None
+        self.wiring: Wiring | None = None
+        self.hub = None  # set by the Lab; kube-proxy answers the checks itself
+        self.attached = False  # a handle on a lab another process owns
+        self._lock = threading.Lock()
+        self._applied: dict[tuple[str, str, str], dict] = {}
+        self._status: dict[str, dict | None] = {}
+        self._applied_plan: Plan | None = None
+        self._changed = 0.0  # wall time of the last change the lab made
+        self._running: dict[str, procs.Proc] = {}
+        self.first_sync: dict[str, float] = {}  # node -> seconds from start to first sync
+
+    def bind(self, wiring: Wiring) -> UpstreamProxy:
+        """Tie it to the lab's final wiring (its id is known once the lab has claimed it)."""
+        self.wiring = wiring
+        self.cp = ControlPlane(
+            self.binaries, self.mgmt, wiring, state.data_dir(wiring.lab_id), self.on_started
+        )
+        return self
+
+    @classmethod
+    def attach(cls, plan: Plan, wiring: Wiring) -> UpstreamProxy:
+        """A handle on a running lab's control plane: read, change, never start or stop."""
+        found = cls(plan).bind(wiring)
+        found.attached = True
+        found._applied_plan = plan
+        return found
+
+    @property
+    def version(self) -> str:
+        return self.binaries.version
+
+    # -- start --------------------------------------------------------------------
+
+    def start(self, plan: Plan, nl, on_made) -> None:
+        """The management network, etcd and the API server, then every Node."""
+        assert self.cp is not None, "bind() first"
+        self._applied_plan = None
+        self.cp.build_network(nl, on_made)
+        self.cp.start(plan.network.service_cidr, objects.node_port_range(plan))
+        nodes = [objects.node_manifest(n) for n in plan.nodes]
+        self.cp.kubectl(["create", "-f", "-"], stdin=objects.as_list(nodes))
+        reached("nodes")
+
+    # -- the Proxy seam ----------------------------------------------------------
+
+    def program(self, ns: str, node: NodePlan, previous: Plan | None, current: Plan) -> str:
+        with self._lock:
+            if self._applied_plan is not current:
+                self._apply(current)
+                self._applied_plan = current
+            how = "delta" if node.name in self._running else "full"
+            if how == "full":
+                config = objects.kube_proxy_config(node, current, self.cp.proxy_config)
+                self._running[node.name] = self.cp.start_kube_proxy(node.name, config)
+                started = time.time()
+        self.wait_synced(node, self._changed)
+        if how == "full":
+            self.first_sync[node.name] = time.time() - started
+            reached(f"kube-proxy-{node.index}")
+        return how
+
+    def _apply(self, plan: Plan) -> None:
+        """Bring the API server's Services and EndpointSlices to `plan`."""
+        wanted = {objects.key(o): o for o in objects.service_objects(plan)}
+        changed = [o for k, o in wanted.items() if self._applied.get(k) != o]
+        gone = [k for k in self._applied if k not in wanted]
+        status = {s.key: objects.service_status(s) for s in plan.services}
+        touched = bool(changed or gone)
+        if changed:
+            self.cp.kubectl(
+                [
+                    "apply",
+                    "--server-side",
+                    "--force-conflicts",
+                    "--field-manager=testbed",
+                    "-f",
+                    "-",
+                ],
+                stdin=objects.as_list(changed),
+            )
+        for kind, namespace, name in sorted(gone, key=lambda k: k[0] == "Namespace"):
+            args = ["delete", kind.lower(), name, "--ignore-not-found", "--wait=false"]
+            self.cp.kubectl([*args, "-n", namespace] if namespace else args)
+        for svc_key, body in status.items():
+            if body is not None and (self._status.get(svc_key) != body or changed):
+                namespace, name = svc_key.split("/", 1)
+                self.cp.kubectl(
+                    ["patch", "service", name, "-n", namespace, "--subresource=status"]
+                    + ["--type=merge", "-p", json.dumps(body)]
+                )
+                touched = True
+        self._applied, self._status = wanted, status
+        if touched:
+            self._changed = time.time()
+
+    def wait_synced(self, node: NodePlan, since: float) -> None:
+        """Until `node`'s kube-proxy has synced after `since` and has nothing queued."""
+        ns = self.wiring.ns(node.name)
+        deadline = time.monotonic() + SYNC_TIMEOUT
+        last = "no metrics yet"
+        while True:
+            proc = self._running.get(node.name)
+            if proc is not None and not procs.alive(proc.pid, proc.start):
+                log = self.cp.files.path(f"kube-proxy-{node.name}.log")
+                raise LabError(f"kube-proxy on {node.name} exited (log: {log})")
+            try:
+                found = metrics(ns, node.ip)
+                synced, queued = found.get(LAST_SYNC, 0.0), found.get(LAST_QUEUED, 0.0)
+                if synced > since and synced >= queued:
+                    return
+                last = f"last sync {synced:.2f}, queued {queued:.2f}, change {since:.2f}"
+            except OSError as exc:
+                last = str(exc)
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"kube-proxy on {node.name} did not sync within {SYNC_TIMEOUT:.0f} s ({last})"
+                )
+            time.sleep(0.05)
+
+    def wait_all_synced(self, plan: Plan) -> None:
+        """Every kube-proxy has synced whatever it was told last (a kubectl change too)."""
+        for node in plan.nodes:
+            if node.name in self._running or self.attached:
+                self.wait_synced(node, 0.0)
+
+    def api_objects(self) -> dict:
+        return json.loads(self.cp.kubectl(["get", "svc,endpointslices", "-A", "-o", "json"]))
+
+    def api_plan(self, plan: Plan) -> Plan:
+        """`plan` with the Services the API server holds now, once every node has synced."""
+        self.wait_all_synced(plan)
+        return replace(plan, services=services_from_api(self.api_objects(), plan))
+
+    def health_count(self, svc: ServicePlan, node: str) -> int:
+        return local_ready(svc, node)
+
+    def answer_health(self, plan: Plan, wiring: Wiring) -> None:
+        """Nothing to do: kube-proxy serves :10256 and every healthCheckNodePort itself."""
+
+    def set_healthy(self, node: str, healthy: bool) -> None:
+        """Taint the Node the way the cluster autoscaler does before deleting it (KEP-3836):
+        kube-proxy's /healthz then answers 503; wait until it does (or 200 again)."""
+        if healthy:
+            self.cp.kubectl(["taint", "node", node, f"{TO_BE_DELETED}-"])
+        else:
+            self.cp.kubectl(["taint", "node", node, f"{TO_BE_DELETED}=1:NoSchedule", "--overwrite"])
+        want = 200 if healthy else 503
+        ns = self.wiring.ns(node)
+        ip = next(ip for name, ip in self._node_ips() if name == node)
+        deadline = time.monotonic() + SYNC_TIMEOUT
+        while True:
+            try:
+                status, _ = http_get(ns, ip, objects.HEALTHZ_PORT, "/healthz")
+                if status == want:
+                    return
+            except OSError:
+                status = 0
+            if time.monotonic() > deadline:
+                raise LabError(f"kube-proxy on {node}: /healthz says {status}, not {want}")
+            time.sleep(0.05)
+
+    def _node_ips(self) -> list[tuple[str, str]]:
+        plan = self._applied_plan
+        return [(n.name, n.ip) for n in plan.nodes] if plan is not None else []
+
+    def rules(self, ns: str, mode: str) -> str:
+        return rules.dump(ns, mode)
+
+    def stop(self) -> None:
+        """Every kube-proxy, the API server and etcd: SIGTERM, SIGKILL after a grace period."""
+        if self.cp is not None and not self.attached:
+            self.cp.stop()
+        self.hub = None
