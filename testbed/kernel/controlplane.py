@@ -235,7 +235,7 @@ class ControlPlane:
     def stop(self) -> None:
         """SIGTERM everything at once, SIGKILL after a grace period; wait for all of it."""
         if self.launcher is not None:
-            self.launcher.close()
+            self.launcher.close(last=("etcd",))
             self.launcher = None
 
 

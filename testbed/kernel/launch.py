@@ -17,6 +17,7 @@ import queue
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -87,20 +88,31 @@ class Launcher:
     def running(self, proc: procs.Proc) -> bool:
         return procs.alive(proc.pid, proc.start)
 
-    def stop_all(self, grace: float = 5.0) -> None:
-        """SIGTERM every child at once, SIGKILL what is left after `grace`; reap them all."""
+    def stop_all(self, grace: float = 5.0, last: tuple[str, ...] = ()) -> None:
+        """SIGTERM the children, SIGKILL what is left after `grace`; reap them all.
+
+        Those named in `last` are stopped after the others have gone: the API server
+        does not exit while etcd is gone, and etcd waits for its clients.
+        """
         children, self.children = self.children, []
+        first = [c for c in children if c[1].name not in last]
+        self._stop(first, grace)
+        self._stop([c for c in children if c[1].name in last], grace)
+
+    @staticmethod
+    def _stop(children: list[tuple[subprocess.Popen, procs.Proc]], grace: float) -> None:
         for _, proc in children:
             procs.send(proc.pid, proc.start, signal.SIGTERM)
+        deadline = time.monotonic() + grace
         for child, proc in children:
             try:
-                child.wait(timeout=grace)
+                child.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 procs.send(proc.pid, proc.start, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.wait(timeout=5)
 
-    def close(self, grace: float = 5.0) -> None:
-        self.stop_all(grace)
+    def close(self, grace: float = 5.0, last: tuple[str, ...] = ()) -> None:
+        self.stop_all(grace, last)
         self._jobs.put(None)
         self._thread.join(timeout=5)
