@@ -151,9 +151,6 @@ def _services(scenario: Scenario, pods: tuple[PodPlan, ...]) -> tuple[ServicePla
                     endpoints=endpoints,
                 )
             )
-        health = svc.health_check_node_port
-        if health is None and svc.type == "LoadBalancer" and svc.external_policy == "Local":
-            health = node_ports.take(svc.loc, f"Service {svc.key}'s healthCheckNodePort")
         out.append(
             ServicePlan(
                 namespace=svc.namespace,
@@ -165,11 +162,18 @@ def _services(scenario: Scenario, pods: tuple[PodPlan, ...]) -> tuple[ServicePla
                 lb_ips=lb_ips,
                 external_policy=svc.external_policy,
                 internal_policy=svc.internal_policy,
-                health_check_node_port=health,
+                health_check_node_port=svc.health_check_node_port,
                 affinity_timeout=svc.affinity_timeout,
                 source_ranges=svc.source_ranges,
             )
         )
+    # health-check ports after every nodePort: flipping one Service to Local (a step) then
+    # adds a port without moving any other Service's, as an API server never moves one
+    for k, svc in enumerate(services):
+        local_lb = svc.type == "LoadBalancer" and svc.external_policy == "Local"
+        if out[k].health_check_node_port is None and local_lb:
+            health = node_ports.take(svc.loc, f"Service {svc.key}'s healthCheckNodePort")
+            out[k] = replace(out[k], health_check_node_port=health)
     return tuple(out)
 
 

@@ -1,0 +1,56 @@
+"""Upstream mode leaves nothing: a SIGKILL of `testbed up --kube-proxy upstream` at ten
+moments of its start-up, then `testbed clean`: no namespace, process, data directory or
+state file is left. etcd, kube-apiserver and every kube-proxy die with the lab's owner
+(PR_SET_PDEATHSIG), and `clean` ends any survivor by the pid and start time the lab
+recorded, never by name.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from testbed.kernel import upstreambin
+from testbed.kernel.checkpoint import UPSTREAM_POINTS
+from tests.reliability.conftest import Private, alive, wait_until
+
+pytestmark = [
+    pytest.mark.reliability,
+    pytest.mark.lab,
+    pytest.mark.skipif(not upstreambin.built(), reason="no upstream binaries built"),
+]
+
+POINTS = ("state-saved", "namespaces", *UPSTREAM_POINTS, "up")
+
+
+def recorded(private: Private) -> list[dict]:
+    """The processes the lab's record names."""
+    found = []
+    for path in private.state_files():
+        if path.endswith(".json"):
+            with open(path) as handle:
+                found += json.load(handle).get("processes", [])
+    return found
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_sigkill_during_an_upstream_up_then_clean_leaves_nothing(private: Private, point: str):
+    proc, child = private.stalled(point, "up", "--kube-proxy", "upstream", "default")
+    started = recorded(private)
+    if point in ("apiserver-started", "apiserver-ready", "nodes", "kube-proxy-1", "up"):
+        assert {p["name"] for p in started} >= {"etcd", "kube-apiserver"}, started
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    if point != "up":  # once up, the daemon no longer dies with `testbed up`
+        assert wait_until(lambda: not alive(child), 10), f"{child} outlived its parent"
+    else:
+        assert alive(child)
+    done = private.tb("clean", *(["--all"] if point == "up" else []))
+    assert done.returncode == 0, done.stderr
+    assert private.namespaces() == set(), done.stdout
+    assert private.state_files() == set(), done.stdout
+    left = [p for p in started if alive(p["pid"])]
+    assert not left, f"still running after clean: {left}"
+    print(f"KILL up --kube-proxy upstream at {point:<17}: {len(started)} processes recorded")
