@@ -11,10 +11,11 @@ when a probe runs, so a change made with `testbed kubectl` is what the oracle pr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from testbed.core.errors import LabError
 from testbed.core.model import NodePlan, Plan, ServicePlan
@@ -28,7 +29,38 @@ from testbed.kubeproxy.endpoints import local_ready
 SYNC_TIMEOUT = 60.0  # seconds a kube-proxy may take to sync a change
 LAST_SYNC = 'kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"}'
 LAST_QUEUED = 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds{ip_family="IPv4"}'
+SYNC_COUNT = 'kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family="IPv4"}'
+SYNC_SUM = 'kubeproxy_sync_proxy_rules_duration_seconds_sum{ip_family="IPv4"}'
 TO_BE_DELETED = "ToBeDeletedByClusterAutoscaler"  # KEP-3836: /healthz answers 503
+# kube-proxy runs a sync within minSyncPeriod (1 s) of any change it queued: with nothing
+# queued after its last sync for twice that, nothing is pending
+QUIET = 2.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What one scrape of kube-proxy's metrics says about its syncs."""
+
+    count: float  # syncs so far
+    total: float  # their summed duration, seconds
+    synced: float  # wall time the last one ended
+    queued: float  # wall time the last change was queued
+
+
+def covered(now: Sample, began: float | None, since: float, fresh: bool, clock: float) -> bool:
+    """Has a sync that includes every change up to `since` (and all queued) completed?
+
+    `began`: when the last sync seen to complete began (None: not seen).
+    """
+    if now.synced <= since or now.synced < now.queued:
+        return False
+    if fresh:
+        return True
+    if began is not None and began >= now.queued and began >= since:
+        return True
+    # a change queued during a sync gets a sync of its own within minSyncPeriod: long after
+    # the last one queued, every change has been synced
+    return clock - now.queued > QUIET and clock - since > QUIET
 
 
 def services_from_api(objects_json: dict, plan: Plan) -> tuple[ServicePlan, ...]:
@@ -63,7 +95,8 @@ class UpstreamProxy:
         self._applied: dict[tuple[str, str, str], dict] = {}
         self._status: dict[str, dict | None] = {}
         self._applied_plan: Plan | None = None
-        self._changed = 0.0  # wall time of the last change the lab made
+        self._changed = 0.0  # wall time just before the last change the lab made
+        self._before: dict[str, Sample] = {}  # each node's sample from just before it
         self._running: dict[str, procs.Proc] = {}
         self.first_sync: dict[str, float] = {}  # node -> seconds from start to first sync
 
@@ -109,9 +142,12 @@ class UpstreamProxy:
             how = "delta" if node.name in self._running else "full"
             if how == "full":
                 config = objects.kube_proxy_config(node, current, self.cp.proxy_config)
-                self._running[node.name] = self.cp.start_kube_proxy(node.name, config)
                 started = time.time()
-        self.wait_synced(node, self._changed)
+                self._running[node.name] = self.cp.start_kube_proxy(node.name, config)
+        if how == "full":
+            self.wait_synced(node, started, fresh=True)
+        else:
+            self.wait_synced(node, self._changed, self._before.get(node.name))
         if how == "full":
             self.first_sync[node.name] = time.time() - started
             reached(f"kube-proxy-{node.index}")
@@ -124,6 +160,13 @@ class UpstreamProxy:
         gone = [k for k in self._applied if k not in wanted]
         status = {s.key: objects.service_status(s) for s in plan.services}
         touched = bool(changed or gone)
+        self._before = {}
+        if touched or any(b is not None for b in status.values()):
+            self._changed = time.time()  # before the first write: its event comes after
+            for node in plan.nodes:
+                if node.name in self._running:
+                    with contextlib.suppress(OSError):
+                        self._before[node.name] = self.sample(node)
         if changed:
             self.cp.kubectl(
                 [
@@ -140,7 +183,7 @@ class UpstreamProxy:
             args = ["delete", kind.lower(), name, "--ignore-not-found", "--wait=false"]
             self.cp.kubectl([*args, "-n", namespace] if namespace else args)
         for svc_key, body in status.items():
-            if body is not None and (self._status.get(svc_key) != body or changed):
+            if body is not None and self._status.get(svc_key) != body:
                 namespace, name = svc_key.split("/", 1)
                 self.cp.kubectl(
                     ["patch", "service", name, "-n", namespace, "--subresource=status"]
@@ -148,27 +191,45 @@ class UpstreamProxy:
                 )
                 touched = True
         self._applied, self._status = wanted, status
-        if touched:
-            self._changed = time.time()
 
-    def wait_synced(self, node: NodePlan, since: float) -> None:
-        """Until `node`'s kube-proxy has synced after `since` and has nothing queued."""
-        ns = self.wiring.ns(node.name)
+    def sample(self, node: NodePlan) -> Sample:
+        found = metrics(self.wiring.ns(node.name), node.ip)
+        return Sample(
+            found.get(SYNC_COUNT, 0.0),
+            found.get(SYNC_SUM, 0.0),
+            found.get(LAST_SYNC, 0.0),
+            found.get(LAST_QUEUED, 0.0),
+        )
+
+    def wait_synced(
+        self, node: NodePlan, since: float, before: Sample | None = None, fresh: bool = False
+    ) -> None:
+        """Until `node`'s kube-proxy has run a sync that began after every change it queued.
+
+        A sync's end is in its metrics; its start is that end less its duration, known
+        exactly when the sync count grew by one between two samples (kube-proxy syncs at
+        most once per minSyncPeriod, 1 s, and samples are 50 ms apart). A sync that began
+        before the last queued change does not cover it: the next one does. `fresh`: a
+        kube-proxy started after `since`, whose first sync covers everything.
+        """
         deadline = time.monotonic() + SYNC_TIMEOUT
-        last = "no metrics yet"
+        prev, began, last = before, None, "no metrics yet"
         while True:
             proc = self._running.get(node.name)
             if proc is not None and not procs.alive(proc.pid, proc.start):
                 log = self.cp.files.path(f"kube-proxy-{node.name}.log")
                 raise LabError(f"kube-proxy on {node.name} exited (log: {log})")
             try:
-                found = metrics(ns, node.ip)
-                synced, queued = found.get(LAST_SYNC, 0.0), found.get(LAST_QUEUED, 0.0)
-                if synced > since and synced >= queued:
-                    return
-                last = f"last sync {synced:.2f}, queued {queued:.2f}, change {since:.2f}"
+                now = self.sample(node)
             except OSError as exc:
-                last = str(exc)
+                now, last = None, str(exc)
+            if now is not None:
+                if prev is not None and now.count > prev.count:
+                    began = now.synced - (now.total - prev.total)
+                prev = now
+                if covered(now, began, since, fresh, time.time()):
+                    return
+                last = f"last sync {now.synced:.2f}, queued {now.queued:.2f}, change {since:.2f}"
             if time.monotonic() > deadline:
                 raise LabError(
                     f"kube-proxy on {node.name} did not sync within {SYNC_TIMEOUT:.0f} s ({last})"

@@ -167,3 +167,23 @@ def test_a_policy_flip_moves_no_other_services_node_port():
     assert {s.key: [p.node_port for p in s.ports] for s in after.services} == ports
     taken = [p for ps in ports.values() for p in ps]
     assert after.service("runners").health_check_node_port not in taken
+
+
+def test_a_sync_covers_a_change_only_if_it_began_after_everything_queued():
+    from testbed.live.upstream import QUIET, Sample, covered
+
+    change = 100.0
+    # the event came at 100.2; a sync ran 100.25-100.30: it began after it
+    now = Sample(count=5, total=0.5, synced=100.30, queued=100.2)
+    assert covered(now, 100.25, change, False, 100.35)
+    # a sync that began before the event (100.15) and ended after it does not cover it
+    assert not covered(now, 100.15, change, False, 100.35)
+    # nothing synced since the change began
+    assert not covered(Sample(5, 0.5, 99.0, 100.2), None, change, False, 100.3)
+    # a change queued after the last sync is pending
+    assert not covered(Sample(5, 0.5, 100.3, 100.4), 100.25, change, False, 100.45)
+    # a fresh kube-proxy's first sync after its start covers everything
+    assert covered(Sample(1, 0.1, 100.5, 0.0), None, change, True, 100.6)
+    # long after the last queued change, a sync in flight then has been followed by another
+    assert covered(now, None, change, False, 100.2 + QUIET + 0.1)
+    assert not covered(now, None, change, False, 100.2 + QUIET - 0.1)
