@@ -41,7 +41,7 @@ def replan(
     `mode` and `kube_proxy` (builtin | upstream[@VERSION]) override the scenario's.
     """
     keep = {p.name: (p.node, p.ip) for p in current.pods} if current else None
-    planned = planner.plan(scenario, keep=keep, removed=removed)
+    planned = planner.plan(scenario, keep=keep, removed=removed, previous=current)
     if mode and planned.proxy.mode != mode:
         planned = replace(planned, proxy=replace(planned.proxy, mode=mode))
     if kube_proxy:

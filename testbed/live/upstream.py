@@ -97,6 +97,7 @@ class UpstreamProxy:
         self._applied_plan: Plan | None = None
         self._changed = 0.0  # wall time just before the last change the lab made
         self._before: dict[str, Sample] = {}  # each node's sample from just before it
+        self._touched = False  # did the last plan change any object kube-proxy reads?
         self._running: dict[str, procs.Proc] = {}
         self.first_sync: dict[str, float] = {}  # node -> seconds from start to first sync
 
@@ -146,7 +147,7 @@ class UpstreamProxy:
                 self._running[node.name] = self.cp.start_kube_proxy(node.name, config)
         if how == "full":
             self.wait_synced(node, started, fresh=True)
-        else:
+        elif self._touched:  # nothing kube-proxy reads changed: nothing to wait for
             self.wait_synced(node, self._changed, self._before.get(node.name))
         if how == "full":
             self.first_sync[node.name] = time.time() - started
@@ -159,9 +160,10 @@ class UpstreamProxy:
         changed = [o for k, o in wanted.items() if self._applied.get(k) != o]
         gone = [k for k in self._applied if k not in wanted]
         status = {s.key: objects.service_status(s) for s in plan.services}
-        touched = bool(changed or gone)
+        restated = [k for k, b in status.items() if b is not None and self._status.get(k) != b]
+        self._touched = bool(changed or gone or restated)
         self._before = {}
-        if touched or any(b is not None for b in status.values()):
+        if self._touched:
             self._changed = time.time()  # before the first write: its event comes after
             for node in plan.nodes:
                 if node.name in self._running:
@@ -182,14 +184,13 @@ class UpstreamProxy:
         for kind, namespace, name in sorted(gone, key=lambda k: k[0] == "Namespace"):
             args = ["delete", kind.lower(), name, "--ignore-not-found", "--wait=false"]
             self.cp.kubectl([*args, "-n", namespace] if namespace else args)
-        for svc_key, body in status.items():
-            if body is not None and self._status.get(svc_key) != body:
-                namespace, name = svc_key.split("/", 1)
-                self.cp.kubectl(
-                    ["patch", "service", name, "-n", namespace, "--subresource=status"]
-                    + ["--type=merge", "-p", json.dumps(body)]
-                )
-                touched = True
+        for svc_key in restated:
+            body = status[svc_key]
+            namespace, name = svc_key.split("/", 1)
+            self.cp.kubectl(
+                ["patch", "service", name, "-n", namespace, "--subresource=status"]
+                + ["--type=merge", "-p", json.dumps(body)]
+            )
         self._applied, self._status = wanted, status
 
     def sample(self, node: NodePlan) -> Sample:

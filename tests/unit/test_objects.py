@@ -167,6 +167,9 @@ def test_a_policy_flip_moves_no_other_services_node_port():
     assert {s.key: [p.node_port for p in s.ports] for s in after.services} == ports
     taken = [p for ps in ports.values() for p in ps]
     assert after.service("runners").health_check_node_port not in taken
+    spread = before.service("spread").health_check_node_port
+    assert after.service("spread").health_check_node_port == spread  # kept, as the API server
+    assert after.service("runners").health_check_node_port != spread
 
 
 def test_a_sync_covers_a_change_only_if_it_began_after_everything_queued():
