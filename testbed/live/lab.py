@@ -402,7 +402,8 @@ class Lab:
             self.edge.follow_plan()
 
     def set_proxy_health(self, node: str, healthy: bool) -> None:
-        """Mark kube-proxy on a node (un)healthy: its /healthz and service checks say 503."""
+        """Mark a node's kube-proxy unhealthy as production does (the Node tainted for
+        deletion, KEP-3836): /healthz says 503; healthCheckNodePorts follow endpoints."""
         self.plan.node(node)
         self.proxy.set_healthy(node, healthy)
         if self.hub is not None:

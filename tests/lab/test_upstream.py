@@ -103,3 +103,23 @@ def test_an_unbuilt_version_says_how_to_build_it():
     assert done.returncode == 2
     assert "v1.30.0" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize("kube_proxy", ["builtin", "upstream"])
+def test_an_unhealthy_kube_proxy_fails_healthz_but_not_the_service_checks(lab, kube_proxy):
+    """proxyHealthy false taints the Node for deletion (KEP-3836) in both implementations:
+    the edge stops sending Cluster traffic to it (its /healthz says 503) but keeps sending
+    a Local Service's, whose healthCheckNodePort still counts the local endpoints."""
+    built = lab("lb-cluster-vs-local-balance", kube_proxy=kube_proxy)
+    built.wait_for_edge()
+    before = built.lb_nodes()
+    cluster, spread = "198.51.100.10", "198.51.100.12"
+    assert "node-2" in before[cluster] and "node-2" in before[spread], before
+    built.set_proxy_health("node-2", False)
+    built.wait_for_edge()
+    after = built.lb_nodes()
+    assert "node-2" not in after[cluster], after
+    assert "node-2" in after[spread], after
+    built.set_proxy_health("node-2", True)
+    built.wait_for_edge()
+    assert "node-2" in built.lb_nodes()[cluster]
