@@ -35,6 +35,9 @@ TO_BE_DELETED = "ToBeDeletedByClusterAutoscaler"  # KEP-3836: /healthz answers 5
 # kube-proxy runs a sync within minSyncPeriod (1 s) of any change it queued: with nothing
 # queued after its last sync for twice that, nothing is pending
 QUIET = 2.0
+# kube-proxy stamps "queued" just after waking its sync loop, and a sync's end a little
+# before its duration is taken: a sync that began this much before the stamp has the change
+SLACK = 0.05
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ def covered(now: Sample, began: float | None, since: float, fresh: bool, clock: 
         return False
     if fresh:
         return True
-    if began is not None and began >= now.queued and began >= since:
+    if began is not None and began + SLACK >= max(now.queued, since):
         return True
     # a change queued during a sync gets a sync of its own within minSyncPeriod: long after
     # the last one queued, every change has been synced
