@@ -101,6 +101,7 @@ class UpstreamProxy:
         self._changed = 0.0  # wall time just before the last change the lab made
         self._before: dict[str, Sample] = {}  # each node's sample from just before it
         self._touched = False  # did the last plan change any object kube-proxy reads?
+        self._seen: dict[str, Sample] = {}  # each node's sample when last seen synced
         self._running: dict[str, procs.Proc] = {}
         self.first_sync: dict[str, float] = {}  # node -> seconds from start to first sync
 
@@ -232,6 +233,7 @@ class UpstreamProxy:
                     began = now.synced - (now.total - prev.total)
                 prev = now
                 if covered(now, began, since, fresh, time.time()):
+                    self._seen[node.name] = now
                     return
                 last = f"last sync {now.synced:.2f}, queued {now.queued:.2f}, change {since:.2f}"
             if time.monotonic() > deadline:
@@ -241,10 +243,22 @@ class UpstreamProxy:
             time.sleep(0.05)
 
     def wait_all_synced(self, plan: Plan) -> None:
-        """Every kube-proxy has synced whatever it was told last (a kubectl change too)."""
+        """Every kube-proxy has synced whatever it was told last (a kubectl change too).
+
+        A node with nothing queued since it was last seen synced is synced now; otherwise
+        the wait starts from that sample, so the next sync's start is known.
+        """
         for node in plan.nodes:
-            if node.name in self._running or self.attached:
-                self.wait_synced(node, 0.0)
+            if node.name not in self._running and not self.attached:
+                continue
+            last = self._seen.get(node.name)
+            try:
+                now = self.sample(node)
+            except OSError:
+                now = None
+            fresh = last is not None and now is not None and now.queued <= last.queued
+            if not (fresh and now.synced >= now.queued):
+                self.wait_synced(node, 0.0, last)
 
     def api_objects(self) -> dict:
         return json.loads(self.cp.kubectl(["get", "svc,endpointslices", "-A", "-o", "json"]))

@@ -179,8 +179,8 @@ def test_a_sync_covers_a_change_only_if_it_began_after_everything_queued():
     # the event came at 100.2; a sync ran 100.25-100.30: it began after it
     now = Sample(count=5, total=0.5, synced=100.30, queued=100.2)
     assert covered(now, 100.25, change, False, 100.35)
-    # a sync that began before the event (100.15) and ended after it does not cover it
-    assert not covered(now, 100.15, change, False, 100.35)
+    # a sync that began before the event (100.10) and ended after it does not cover it
+    assert not covered(now, 100.10, change, False, 100.35)
     # nothing synced since the change began
     assert not covered(Sample(5, 0.5, 99.0, 100.2), None, change, False, 100.3)
     # a change queued after the last sync is pending
