@@ -133,8 +133,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
             if state.owner_alive(lab)
             else "orphaned (testbed clean removes it)"
         )
+        kp = f"  kube-proxy {lab.kube_proxy}" if lab.kube_proxy != "builtin" else ""
         print(
             f"{lab.id:<28} {lab.name:<20} {lab.proxy_mode:<9} {len(lab.namespaces):>3} ns  {alive}"
+            + kp
         )
     return 0
 
