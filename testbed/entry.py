@@ -24,12 +24,12 @@ def _quiet_abandoned_coroutines(unraisable) -> None:
     sys.__unraisablehook__(unraisable)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     sys.unraisablehook = _quiet_abandoned_coroutines
     try:
         from testbed import cli
 
-        return cli.main()
+        return cli.main(argv)
     except KeyboardInterrupt:
         return 130
     finally:

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed.core.errors import TestbedError
+from testbed.core.errors import TestbedError, WorkFailed
 
 REPO = Path(__file__).resolve().parent.parent
 PINS = REPO / "upstream"
@@ -289,7 +289,7 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> str:
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
-        raise RuntimeError(f"{' '.join(argv[:3])} failed in {cwd}:\n{tail}")
+        raise WorkFailed(f"{' '.join(argv[:3])} failed in {cwd}:\n{tail}")
     return done.stdout
 
 
@@ -442,20 +442,14 @@ def pin(text: str, pins: Path = PINS) -> Path:
 
 
 def cmd_upstream(args: argparse.Namespace) -> int:
-    try:
-        if args.action == "build":
-            build(args.version)
-        elif args.action == "ls":
-            root = cache_root()
-            print(describe(built(root), root))
-        elif args.action == "pin":
-            print(f"pinned {pin(args.version)}")
-    except UpstreamError as exc:
-        print(f"testbed: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        print(f"testbed: {exc}", file=sys.stderr)
-        return 1
+    """Errors go to the CLI's exit-code table: UpstreamError exits 2, a failed `go` 1."""
+    if args.action == "build":
+        build(args.version)
+    elif args.action == "ls":
+        root = cache_root()
+        print(describe(built(root), root))
+    elif args.action == "pin":
+        print(f"pinned {pin(args.version)}")
     return 0
 
 
@@ -465,19 +459,14 @@ def add_command(sub) -> None:
     b = actions.add_parser("build", help="build kube-proxy, kube-apiserver, kubectl and etcd")
     b.add_argument("version", nargs="?", help="vX.Y.Z (default: the newest that builds here)")
     actions.add_parser("ls", help="list the versions built in the cache")
+    b = actions.add_parser("pin", help="maintainers: pin a new release (needs network and Go)")
+    b.add_argument("version", help="vX.Y.Z")
     p.set_defaults(func=cmd_upstream)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m testbed.upstream pin VERSION`: pin a new release (needs network and Go)."""
-    parser = argparse.ArgumentParser(prog="python -m testbed.upstream")
-    parser.add_argument("action", choices=["pin", "build", "ls"])
-    parser.add_argument("version", nargs="?")
-    args = parser.parse_args(argv)
-    if args.action == "pin" and not args.version:
-        parser.error("pin needs a version")
-    return cmd_upstream(args)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m testbed.upstream pin VERSION` (the maintainers' spelling) is `testbed upstream
+    # pin VERSION`, through the console script's entry and its exit-code table
+    from testbed import entry
+
+    sys.exit(entry.main(["upstream", *sys.argv[1:]]))

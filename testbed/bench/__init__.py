@@ -21,7 +21,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 # the sections and what the command, scripts and tests use of them
@@ -31,6 +31,7 @@ from testbed.bench.probes import bench_memory, bench_probes, bench_startup, prob
 from testbed.bench.rules import bench_rules
 from testbed.bench.sandbox import Sandbox, scale_plan, wiring_seconds
 from testbed.bench.worlds import Config, bulk_services, ip_batch, one_change
+from testbed.core.errors import NeedsRoot, UsageError
 
 __all__ = [  # what the command line, scripts and tests use of the sections
     "BENCHES",
@@ -41,7 +42,6 @@ __all__ = [  # what the command line, scripts and tests use of the sections
     "bulk_services",
     "ip_batch",
     "iqr",
-    "main",
     "median",
     "one_change",
     "parse_only",
@@ -117,15 +117,16 @@ def run(args: argparse.Namespace) -> int:
     if args.child_scale:
         return child_scale(args.child_scale, args.lab_id or f"bench{os.getpid()}")
     if os.geteuid() != 0:
-        print("testbed bench: needs root (CAP_NET_ADMIN): run with sudo", file=sys.stderr)
-        return 2
+        raise NeedsRoot()
     try:
         sections = parse_only(args.only)
     except ValueError as exc:
-        print(f"testbed bench: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"bench: {exc}") from None
+    from testbed.core import outfiles
     from testbed.kernel import signals
 
+    # a path that cannot be written fails now, not after the whole benchmark
+    out = outfiles.open_file(args.json) if args.json else None
     cfg = Config.quick() if args.quick else Config()
     sandbox = Sandbox()
     figures: list[Figure] = []
@@ -151,11 +152,14 @@ def run(args: argparse.Namespace) -> int:
                 left = sandbox.sweep()
                 if left:
                     log(f"removed {len(left)} leftover namespaces")
-    except signals.Interrupted as exc:
+    except signals.Interrupted as exc:  # the front end's exit code says which signal
+        if out is not None:  # no half-written report: the file we created goes
+            out.close()
+            os.unlink(args.json)
         print(
             f"testbed bench: interrupted by {exc}; everything it made was removed", file=sys.stderr
         )
-        return exc.exit_code
+        raise
     elapsed = time.monotonic() - clock
     print(table(figures))
     for name, error in errors.items():
@@ -164,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"failed: {failure}")
         code = 1
     print(f"\n{len(figures)} figures in {elapsed:.0f} s ({'quick' if args.quick else 'full'} run)")
-    if args.json:
+    if out is not None:
         report = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
             "seconds": round(elapsed, 1),
@@ -176,15 +180,6 @@ def run(args: argparse.Namespace) -> int:
             "errors": errors,
             "failures": sandbox.failures,
         }
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=1)
+        with out:  # opened at start, never through a planted link
+            out.write(json.dumps(report, indent=1).encode())
     return code
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="testbed bench",
-        description="Measure how fast the lab builds, syncs rules and probes, against floors.",
-    )
-    add_arguments(parser)
-    return run(parser.parse_args(argv))

@@ -1,7 +1,10 @@
-"""`python -m testbed.bench`: the benchmark on its own (and its scale children)."""
+"""`python -m testbed.bench ARGS`: `testbed bench ARGS` (its scale children run this way).
+
+Through the console script's entry, so exit codes and messages are the CLI's table's.
+"""
 
 import sys
 
-from testbed.bench import main
+from testbed import entry
 
-sys.exit(main())
+sys.exit(entry.main(["bench", *sys.argv[1:]]))

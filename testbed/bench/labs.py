@@ -18,7 +18,6 @@ from testbed.bench.sandbox import (
     LabRun,
     Sandbox,
     _netns_count,
-    load_plan,
     repeat,
     run_child,
     scale_plan,
@@ -39,8 +38,9 @@ if TYPE_CHECKING:
 
 def bench_default(cfg: Config, sandbox: Sandbox, log: Callable[[str], None]) -> list[Figure]:
     from testbed.core import topology
+    from testbed.core.load import load
 
-    plan = load_plan(DEFAULT_SCENARIO)
+    plan = load(str(DEFAULT_SCENARIO))
     floors: list[float] = []
 
     def floor() -> float:

@@ -17,7 +17,6 @@ from testbed.bench.figures import (
 )
 from testbed.bench.sandbox import (
     Sandbox,
-    load_plan,
     repeat,
     run_child,
     running_lab,
@@ -117,9 +116,10 @@ def probe_batches(count: int, fd_limit: int, reserve: int = 1000) -> list[int]:
 def bench_probes(cfg: Config, sandbox: Sandbox, log: Callable[[str], None]) -> list[Figure]:
     import socket
 
+    from testbed.core.load import load
     from testbed.kernel import netns
 
-    plan = load_plan(DEFAULT_SCENARIO)
+    plan = load(str(DEFAULT_SCENARIO))
     web = plan.service("default/web")
     port = web.ports[0]
     node2 = plan.node("node-2")

@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testbed.bench.figures import (
@@ -35,12 +34,15 @@ class Sandbox:
     def __init__(self) -> None:
         self.prefix = f"{NS_PREFIX}{os.getpid()}-"
         self._count = 0
+        self._made: list[str] = []  # every name handed out: sweep removes these and only these
         self.children: set[subprocess.Popen[str]] = set()
         self.failures: list[str] = []
 
     def name(self, what: str) -> str:
         self._count += 1
-        return f"{self.prefix}{self._count}-{what}"
+        name = f"{self.prefix}{self._count}-{what}"
+        self._made.append(name)
+        return name
 
     def create(self, what: str) -> str:
         from testbed.kernel import netns
@@ -55,7 +57,8 @@ class Sandbox:
         netns.remove(name)
 
     def sweep(self) -> list[str]:
-        """Stop children still running, then remove every namespace with our prefix."""
+        """Stop children still running, then remove the namespaces made under names this
+        sandbox handed out (a name itself, or a lab built under it: `NAME-...`)."""
         from testbed.kernel import netns
 
         for child in list(self.children):
@@ -65,7 +68,9 @@ class Sandbox:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.wait(timeout=60)
             self.children.discard(child)
-        left = [n for n in netns.listed() if n.startswith(self.prefix)]
+        made = tuple(self._made)
+        labs = tuple(f"{m}-" for m in made)
+        left = [n for n in netns.listed() if n in made or n.startswith(labs)]
         for name in left:
             netns.remove(name)
         return left
@@ -285,12 +290,6 @@ def run_child(sandbox: Sandbox, argv: list[str]) -> ChildRun:
     if not last.startswith("maxrss_kib "):
         raise RuntimeError(f"{argv[0]}: no memory report (exit {child.returncode})")
     return ChildRun(child.returncode, body, err, wall, int(last.split()[1]) / 1024)
-
-
-def load_plan(path: Path | str, mode: str | None = None) -> Plan:
-    from testbed.core import load
-
-    return load.load(str(path), mode)
 
 
 def scale_plan(nodes: int, pods_per_node: int) -> Plan:

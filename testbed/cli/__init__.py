@@ -11,21 +11,16 @@ import os
 import sys
 from collections.abc import Sequence
 
-from testbed.cli.common import (  # noqa: F401  (the names commands and tests use)
-    LIBRARY,
-    NEEDS_ROOT,
+from testbed.cli.common import (
     PROG,
     CliError,
     Parser,
     check_limits,
     check_upstream,
     find_lab,
-    library,
     load_both,
-    load_plan,
     print_warnings,
     require_root,
-    resolve_scenario,
 )
 
 # -- commands ------------------------------------------------------------------
@@ -33,11 +28,11 @@ from testbed.cli.common import (  # noqa: F401  (the names commands and tests us
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from testbed.core import limits
-    from testbed.core import plan as planner
+    from testbed.core.describe import describe
 
     scenario, planned = load_both(args.scenario, args.proxy_mode)
     print_warnings(scenario)
-    print(planner.describe(planned))
+    print(describe(planned))
     text = limits.message(planned)
     if text is not None:
         print(f"warning: {text}")
@@ -84,10 +79,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     print_warnings(scenario)
     from testbed.live import daemon
 
-    try:
-        return daemon.up(plan, scenario, foreground=args.foreground, print_summary=summary)
-    except daemon.BuildFailed as exc:
-        raise CliError(str(exc)) from None
+    return daemon.up(plan, scenario, foreground=args.foreground, print_summary=summary)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -149,10 +141,10 @@ def cmd_exec(args: argparse.Namespace) -> int:
     ns = ns_name(found.id, args.name)
     if ns not in found.namespaces:
         known = ", ".join(n.removeprefix(ns_name(found.id, "")) for n in found.namespaces)
-        raise CliError(f"no namespace {args.name!r} in lab {found.id} (known: {known})", 2)
+        raise CliError(f"no namespace {args.name!r} in lab {found.id} (known: {known})")
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
-        raise CliError("exec needs a command after --, e.g. testbed exec client -- ping -c1 ...", 2)
+        raise CliError("exec needs a command after --, e.g. testbed exec client -- ping -c1 ...")
     sys.stdout.flush()
     os.execvp("ip", ["ip", "netns", "exec", ns, *argv])
     return 0  # not reached
@@ -199,7 +191,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
     ns = ns_name(found.id, node)
     if ns not in found.namespaces:
-        raise CliError(f"no node {node!r} in lab {found.id}", 2)
+        raise CliError(f"no node {node!r} in lab {found.id}")
     sys.stdout.write(sync.dump(ns, found.proxy_mode))
     return 0
 
@@ -282,17 +274,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_clean)
 
     from testbed import bench, upstream
+    from testbed.cli import report as reportcli
     from testbed.cli import run as runcli
+    from testbed.cli import trace as tracecli
 
     runcli.add_commands(sub, modes)
+    reportcli.add_commands(sub)
+    tracecli.add_commands(sub)
     bench.add_command(sub)
     upstream.add_command(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; every failure is one line on stderr (TESTBED_DEBUG=1: a traceback)."""
-    from testbed.kernel import signals
+    """Run one command; how it ends is cli/exits.py's table (TESTBED_DEBUG=1: a bug's traceback)."""
+    from testbed.cli import exits
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -300,19 +296,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("rules takes [LAB] NODE")
     try:
         return args.func(args)
-    except CliError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return exc.code
-    except signals.Interrupted as exc:
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # `testbed plan | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except Exception as exc:
-        if os.environ.get("TESTBED_DEBUG"):
+    except BaseException as exc:
+        ended = exits.outcome(exc, args.command)
+        if ended is None or (os.environ.get("TESTBED_DEBUG") and not ended.expected):
             raise
-        text = (str(exc).strip().splitlines() or [""])[0]
-        print(f"{PROG}: {args.command} failed: {type(exc).__name__}: {text}", file=sys.stderr)
-        return 2
+        if isinstance(exc, BrokenPipeError):  # nothing more reaches the reader, not even a flush
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.stderr.write(ended.text())
+        return ended.code

@@ -1,4 +1,4 @@
-"""What every command shares: the one-line error, root check, loading, finding a lab.
+"""What every command shares: the bad-input error, root check, loading, finding a lab.
 
 Imports inside functions keep `testbed --help` from loading YAML, netaddr or netlink.
 """
@@ -10,15 +10,15 @@ import os
 import sys
 from pathlib import Path
 
-from testbed.core.errors import NotFound, TestbedError
-from testbed.core.library import LIBRARY, library, resolve  # noqa: F401  (commands list the library)
+from testbed.core.errors import NeedsRoot, UsageError
+from testbed.core.library import resolve
 
 PROG = "testbed"
-NEEDS_ROOT = "needs root (CAP_NET_ADMIN): run with sudo"
+NEEDS_ROOT = str(NeedsRoot())
 
 
-class CliError(TestbedError):
-    """Bad input or a failed command: one line on stderr, exit 2 (1 is for failed verdicts)."""
+class CliError(UsageError):
+    """A command asked for something it cannot do; cli/exits.py maps it (exit 2 by default)."""
 
     def __init__(self, message: str, code: int = 2) -> None:
         super().__init__(message)
@@ -34,28 +34,20 @@ class Parser(argparse.ArgumentParser):
 
 def require_root() -> None:
     if os.geteuid() != 0:
-        raise CliError(NEEDS_ROOT, 2)
+        raise NeedsRoot()
 
 
 def resolve_scenario(arg: str | None) -> Path:
-    """A path, or the name of a scenario in the built-in library."""
-    try:
-        return resolve(arg)
-    except NotFound as exc:
-        raise CliError(str(exc), 2) from None
+    """A path, or the name of a scenario in the built-in library (NotFound if neither)."""
+    return resolve(arg)
 
 
 def load_both(arg: str | None, proxy_mode: str | None = None, kube_proxy: str | None = None):
-    """(scenario, plan) of a scenario file or built-in name; bad input exits 2."""
+    """(scenario, plan) of a scenario file or built-in name; ScenarioError names each problem
+    (a bad --kube-proxy: ChoiceError)."""
     from testbed.core import load
-    from testbed.core.scenario import ScenarioError
 
-    try:
-        return load.load_both(str(resolve_scenario(arg)), proxy_mode, kube_proxy)
-    except ScenarioError as exc:  # every problem of the file, one `testbed: ` line each
-        raise CliError(f"\n{PROG}: ".join(exc.lines()), 2) from None
-    except load.ChoiceError as exc:
-        raise CliError(str(exc), 2) from None
+    return load.load_both(str(resolve_scenario(arg)), proxy_mode, kube_proxy)
 
 
 def check_upstream(plan) -> None:
@@ -79,17 +71,13 @@ def print_warnings(scenario) -> None:
         print(f"warning: {warning}", file=sys.stderr)
 
 
-def load_plan(arg: str | None, proxy_mode: str | None = None):
-    return load_both(arg, proxy_mode)[1]
-
-
 def check_limits(plan) -> None:
     """A lab larger than this machine can hold is bad input: exit 2 before building."""
     from testbed.core import limits
 
     text = limits.message(plan)
     if text is not None:
-        raise CliError(text, 2)
+        raise CliError(text)
 
 
 def find_lab(ref: str | None):

@@ -7,24 +7,27 @@ As in the rest of the CLI, each command imports what it needs when it runs, so
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import sys
 from dataclasses import replace
 
+from testbed.cli import exits
 from testbed.cli.common import (
     PROG,
     CliError,
     check_limits,
     check_upstream,
     find_lab,
-    library,
     load_both,
     print_warnings,
     require_root,
     resolve_scenario,
 )
+from testbed.core.errors import LabError, TestbedError
+from testbed.core.library import library
 
 
 def _progress(enabled: bool):
@@ -46,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     paths = [str(resolve_scenario(s)) for s in args.scenarios] or [str(p) for p in library()]
     if not paths:
-        raise CliError("no scenarios to run", 2)
+        raise CliError("no scenarios to run")
     loaded = {}
     refused: dict[str, ScenarioResult] = {}
     for path in paths:  # bad input is refused before any lab is built
@@ -54,13 +57,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             loaded[path] = load_both(path, args.proxy_mode, args.kube_proxy)
             check_limits(loaded[path][1])
             check_upstream(loaded[path][1])
-        except CliError as exc:
+        except TestbedError as exc:
             if len(paths) == 1:
                 raise
             # with several scenarios a bad one is an error row; the others still run
-            print(f"{PROG}: {exc}", file=sys.stderr)
+            sys.stderr.write(exits.message(exc, "run"))
             loaded.pop(path, None)
-            error = "; ".join(line.removeprefix(f"{PROG}: ") for line in str(exc).split("\n"))
+            error = "; ".join(exc.lines())
             mode = args.proxy_mode or "iptables"
             refused[path] = ScenarioResult(os.path.basename(path), path, mode, 0.0, (), error)
     for path in loaded:
@@ -69,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from testbed.verdict import plots
 
         if not plots.available():
-            raise CliError(plots.MISSING, 2)
+            raise CliError(plots.MISSING)
     outputs = _open_outputs(args)  # a path that cannot be written fails now, not after the run
     progress = _progress(sys.stderr.isatty() and not args.quiet)
     results = []
@@ -92,11 +95,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if progress:
                     sys.stderr.write("\r\x1b[K")
                 print(report.table([result], summary=False) + "\n", flush=True)
-    except signals.Interrupted as exc:
+    except signals.Interrupted as exc:  # cli/exits.py gives the exit code
         for handle in outputs.values():
             handle.close()
-        print(f"testbed: interrupted by {exc}; the lab was torn down", file=sys.stderr)
-        return exc.exit_code
+        print(f"{PROG}: interrupted by {exc}; the lab was torn down", file=sys.stderr)
+        raise
     print(report.summary_line(results))
     if "json" in outputs:
         with outputs["json"] as handle:
@@ -104,6 +107,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "junit" in outputs:
         with outputs["junit"] as handle:
             handle.write(report.to_junit(results).encode())
+    if "html" in outputs:
+        from testbed.verdict import html
+
+        with outputs["html"] as handle:
+            handle.write(html.render(report.to_json(results)).encode())
     if refused and not loaded:
         return 2  # nothing could run: bad input, as with one scenario
     return 0 if all(r.passed for r in results) else 1
@@ -117,16 +125,16 @@ def _open_outputs(args: argparse.Namespace) -> dict:
 
     opened = {}
     try:
-        for key in ("json", "junit"):
+        for key in ("json", "junit", "html"):
             if getattr(args, key):
                 opened[key] = outfiles.open_file(getattr(args, key))
         for key in ("pcap", "plots"):
             if getattr(args, key):
                 os.close(outfiles.directory(getattr(args, key)))
-    except outfiles.OutputError as exc:
+    except outfiles.OutputError:
         for handle in opened.values():
             handle.close()
-        raise CliError(str(exc), 2) from None
+        raise
     return opened
 
 
@@ -141,12 +149,9 @@ def _plot(directory: str, scenario, result, observed) -> None:
 
 def attach(found):
     """A handle on a running lab, from the copy of its scenario and plan it keeps."""
-    from testbed.live.lab import Lab, LabError
+    from testbed.live.lab import Lab
 
-    try:
-        return Lab.attach(found)
-    except LabError as exc:
-        raise CliError(str(exc), 2) from None
+    return Lab.attach(found)
 
 
 def cmd_lb(args: argparse.Namespace) -> int:
@@ -191,33 +196,58 @@ def ipv4(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
 
 
+def went_down(found, wait: float = 5.0) -> bool:
+    """Whether the lab was taken down under a command: its owner gone or a namespace missing.
+
+    `testbed down` ends every process inside the lab's namespaces, a prober switched into
+    one included, while the owner is still tearing down: that is given `wait` seconds to show.
+    """
+    import time
+
+    from testbed.kernel import netns, state
+
+    deadline = time.monotonic() + wait
+    while True:
+        if not state.owner_alive(found):
+            return True
+        if not all(os.path.lexists(netns.path(n)) for n in found.namespaces):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     require_root()
-    from testbed.kernel import state
-    from testbed.live.lab import LabError
+    import signal
+
+    from testbed.kernel import signals
     from testbed.verdict import report
 
     found = find_lab(args.lab)
     lab = attach(found)
     try:
-        verdict = lab.probe(
-            source=args.source,
-            service=args.to,
-            via=args.via,
-            node=args.node,
-            port=args.port,
-            count=args.count,
-            protocol=args.protocol,
-            address=args.address,
-        )
-    except LabError as exc:
-        raise CliError(str(exc), 2) from None
-    except Exception:
-        if not state.owner_alive(found):
-            raise CliError(f"lab {found.id} went down while it was being probed", 2) from None
+        with signals.handled():
+            verdict = lab.probe(
+                source=args.source,
+                service=args.to,
+                via=args.via,
+                node=args.node,
+                port=args.port,
+                count=args.count,
+                protocol=args.protocol,
+                address=args.address,
+            )
+    except LabError:
+        raise
+    except (Exception, signals.Interrupted) as exc:
+        asked = isinstance(exc, signals.Interrupted) and exc.signum == signal.SIGINT
+        if not asked and went_down(found):  # a Ctrl-C is the user's; the rest may be `down`
+            raise LabError(f"lab {found.id} went down while it was being probed") from None
         raise
     finally:
-        lab.close()
+        with contextlib.suppress(OSError):  # captures in namespaces that may be gone
+            lab.close()
     result = report.ScenarioResult(found.name, found.file, found.proxy_mode, 0.0, (verdict,))
     print(report.table([result]))
     return 0 if verdict.passed else 1
@@ -234,6 +264,7 @@ def add_commands(sub, modes: list[str]) -> None:
     )
     p.add_argument("--json", metavar="FILE", help="write the JSON report here")
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report here")
+    p.add_argument("--html", metavar="FILE", help="draw every probe's paths on one HTML page")
     p.add_argument("--pcap", metavar="DIR", help="write one pcap per probe and hop here")
     p.add_argument("--plots", metavar="DIR", help="draw shares and latency as PNG files here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")

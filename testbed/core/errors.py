@@ -14,6 +14,10 @@ class TestbedError(Exception):
 
     __test__ = False  # not a pytest test class, whatever its name
 
+    def lines(self) -> list[str]:
+        """What a user should read, one entry per problem (a file's reader finds several)."""
+        return [str(self)]
+
 
 class NotFound(TestbedError, LookupError):
     """A named thing (scenario file, lab) that does not exist."""
@@ -32,3 +36,18 @@ class CommandFailed(TestbedError, RuntimeError):
 
 class LabError(TestbedError, RuntimeError):
     """The lab could not do what was asked; the message says why in one line."""
+
+
+class NeedsRoot(TestbedError, PermissionError):
+    """The command builds or reads namespaces, which only root (CAP_NET_ADMIN) may do."""
+
+    def __init__(self, message: str = "needs root (CAP_NET_ADMIN): run with sudo") -> None:
+        super().__init__(message)
+
+
+class WorkFailed(TestbedError, RuntimeError):
+    """The input was fine but the work failed (a build, a benchmark section): exit 1, not 2."""
+
+
+class UsageError(TestbedError, ValueError):
+    """A command was asked for something it cannot do (an argument, a name): exit 2."""

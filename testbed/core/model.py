@@ -189,6 +189,7 @@ class ProbePlan:
     expect: Expectation | None = None
     measure_latency: bool = False  # show connect/round-trip percentiles per path in the table
     mode: str = "connection"  # connection: real sockets | packet: Scapy-built SYNs / datagrams
+    trace: bool = False  # also send one marked packet and report the rules each node ran
 
 
 @dataclass(frozen=True)

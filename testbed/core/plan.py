@@ -22,7 +22,6 @@ from testbed.core.addresses import (
     node_plans,
     nth_host,
 )
-from testbed.core.describe import describe  # noqa: F401  (a plan is described with it)
 from testbed.core.model import (
     Endpoint,
     Network,

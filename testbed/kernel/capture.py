@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from testbed.kernel import netns
-from testbed.kernel.frames import (  # noqa: F401  (callers take frames from the capture)
-    ACK,
+from testbed.kernel.frames import (
     ETH_P_IP,
     RST,
     SYN,

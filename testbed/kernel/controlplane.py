@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from testbed.core.errors import LabError
 from testbed.core.topology import Addr, Veth, Wiring
-from testbed.kernel import netbuild, netns, procs
+from testbed.kernel import netns, procs
 from testbed.kernel.checkpoint import reached
 from testbed.kernel.launch import Launcher
 from testbed.kernel.upstreambin import Binaries
@@ -115,8 +115,9 @@ class ControlPlane:
 
     # -- start ----------------------------------------------------------------
 
-    def build_network(self, nl: netbuild.Netlink, on_made: Callable[[str], None]) -> None:
-        netbuild.apply(wiring(self.mgmt, self.lab_wiring.lab_id), nl, on_made=on_made)
+    def build_network(self, make: Callable, on_made: Callable[[str], None]) -> None:
+        """Make the management network with the lab's own `make(wiring, on_made=...)`."""
+        make(wiring(self.mgmt, self.lab_wiring.lab_id), on_made=on_made)
         reached("management")
 
     def _spawn(self, ns: str, argv: list[str], name: str) -> procs.Proc:

@@ -24,8 +24,9 @@ from testbed.core.records import DELIVERED, Attempt, Observation
 from testbed.core.targets import Aim, aim, source_address
 from testbed.core.topology import EDGE, Wiring, link_name
 from testbed.kernel import netns
-from testbed.kernel.capture import RST, SYN, Capture, Point
+from testbed.kernel.capture import Capture, Point
 from testbed.kernel.explain import FrameIndex, Try, explain
+from testbed.kernel.frames import RST, SYN
 
 DEFAULT_TIMEOUT = 1.0
 PACKET_BATCH = 5000  # packet probes: source ports drawn without repeats within a batch

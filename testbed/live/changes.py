@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from testbed.core.errors import TestbedError
-from testbed.core.load import replan  # noqa: F401  (a change ends in a replan)
 from testbed.core.model import Plan
 from testbed.core.scenario import Scenario
 

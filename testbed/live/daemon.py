@@ -20,8 +20,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
-from testbed.core.errors import TestbedError
+from testbed.core.errors import LabError, TestbedError
 from testbed.core.model import Plan
 from testbed.core.scenario import Scenario
 from testbed.kernel import procs, signals, state
@@ -57,7 +58,8 @@ def _die_with_parent(enabled: bool) -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL if enabled else 0, 0, 0, 0)
 
 
-def _foreground(plan: Plan, scenario: Scenario | None, print_summary: Callable) -> int:
+def _foreground(plan: Plan, scenario: Scenario | None, print_summary: Callable) -> NoReturn:
+    """Build, serve until the record stops naming this process or a stop; always raises."""
     lab = Lab(plan, scenario=scenario)
     lab.seen_limit = SEEN_LIMIT
     try:
@@ -72,11 +74,10 @@ def _foreground(plan: Plan, scenario: Scenario | None, print_summary: Callable) 
                 serve(lab.id)
             finally:
                 lab.down()
-            print(f"testbed: lab {lab.id}: its record was removed; tore it down", file=sys.stderr)
-            return 2
-    except signals.Interrupted as exc:
+            raise LabError(f"lab {lab.id}: its record was removed; tore it down")
+    except signals.Interrupted as exc:  # the command's exit code says which signal
         print(f"testbed: interrupted by {exc}; the lab was torn down", file=sys.stderr)
-        return exc.exit_code
+        raise
 
 
 def _child(
@@ -113,6 +114,7 @@ def _child(
 
 
 def up(plan: Plan, scenario: Scenario | None, foreground: bool, print_summary: Callable) -> int:
+    """0 once the lab is up (in the foreground: once it is down again); raises the rest."""
     if foreground:
         return _foreground(plan, scenario, print_summary)
     sys.stdout.flush()
@@ -134,7 +136,7 @@ def up(plan: Plan, scenario: Scenario | None, foreground: bool, print_summary: C
             os.kill(pid, signal.SIGTERM)
             os.waitpid(pid, 0)
             print(f"testbed: interrupted by {exc}; the lab was torn down", file=sys.stderr)
-            return exc.exit_code
+            raise
     message = b"".join(chunks).decode(errors="replace")
     if message.startswith("ok\n"):
         print(message[3:])

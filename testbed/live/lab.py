@@ -11,18 +11,18 @@ import os
 import pickle
 import secrets
 import subprocess
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from testbed.core import limits, topology
 from testbed.core import scenario as loader
 from testbed.core.errors import LabError
+from testbed.core.load import replan
 from testbed.core.model import Expectation, NodePlan, Plan, ProbePlan
+from testbed.core.records import Observation
 from testbed.core.scenario import Scenario
-from testbed.kernel import netbuild, netns, procs, signals, state
+from testbed.kernel import netns, procs, signals, state
 from testbed.kernel.capture import Capture, Point
 from testbed.kernel.checkpoint import reached
 from testbed.kernel.edge import EdgeBalancer
@@ -33,14 +33,11 @@ from testbed.kernel.servers import ServerHub
 from testbed.kubeproxy import objects
 from testbed.live import changes, steps
 from testbed.live.described import described_probe
+from testbed.live.host import Host, NetnsHost
 from testbed.live.proxy import Proxy, RenderedProxy
 from testbed.live.upstream import UpstreamProxy
 from testbed.verdict import judge, oracle
 from testbed.verdict.judge import Verdict
-
-if TYPE_CHECKING:
-    from testbed.core.records import Observation
-
 
 ID_TRIES = 100  # fresh ids tried before giving up (a clash is 1 in 65,536 per pair)
 
@@ -68,7 +65,7 @@ class Lab:
         self.wiring = topology.wire(plan, self.id)
         self.serve = serve
         self.hub = None
-        self._nl: netbuild.Netlink | None = None
+        self.host: Host = NetnsHost()  # the namespaces on this machine, behind one seam
         self._state: state.LabState | None = None
         self.proxy: Proxy = RenderedProxy()  # kube-proxy on every node, behind one seam
         self.edge = None
@@ -87,7 +84,7 @@ class Lab:
         **kw,
     ) -> Lab:
         """`kube_proxy` (builtin | upstream[@VERSION]) overrides spec.kubeProxy.implementation."""
-        planned = changes.replan(scenario, None, mode=proxy_mode, kube_proxy=kube_proxy)
+        planned = replan(scenario, None, mode=proxy_mode, kube_proxy=kube_proxy)
         return cls(planned, scenario=scenario, **kw)
 
     @classmethod
@@ -187,10 +184,9 @@ class Lab:
             self._claim()
             state.save_copy(self.id, self.scenario, self.plan, self.removed)
             reached("state-saved")
-            self._nl = netbuild.Netlink()
-            netbuild.apply(self.wiring, self._nl, on_made=self._made.append)
+            self.host.make(self.wiring, on_made=self._made.append)
             if isinstance(self.proxy, UpstreamProxy):
-                self.proxy.bind(self.wiring).start(self.plan, self._nl, self._made.append)
+                self.proxy.bind(self.wiring).start(self.plan, self.host.make, self._made.append)
             if self.serve:
                 self.hub = ServerHub() if self.seen_limit is None else ServerHub(self.seen_limit)
                 self.hub.start()
@@ -214,9 +210,7 @@ class Lab:
         if self._capture is not None:
             self._capture.stop()
             self._capture = None
-        if self._nl is not None:
-            self._nl.close()
-            self._nl = None
+        self.host.close()
 
     def down(self) -> list[str]:
         """Tear everything down; safe to call twice and after a failed build.
@@ -243,8 +237,7 @@ class Lab:
                     failures.append(exc)
         self.close()
         made, self._made = self._made, []
-        procs.stop_inside([netns.path(n) for n in made])
-        removed = netbuild.remove_all(made)
+        removed = self.host.remove(made)
         if self._state is not None and state.still_mine(self.id, procs.me()):
             state.forget(self.id)
         self._state = None
@@ -265,12 +258,6 @@ class Lab:
             known = ", ".join(self.wiring.namespaces)
             raise LabError(f"no namespace named {name!r} in lab {self.id} (known: {known})")
         return self.wiring.ns(name)
-
-    @property
-    def netlink(self) -> netbuild.Netlink:
-        if self._nl is None:
-            self._nl = netbuild.Netlink()
-        return self._nl
 
     # -- rules and servers -----------------------------------------------------
 
@@ -328,15 +315,13 @@ class Lab:
         for name in sorted(gone):
             if self.hub is not None:
                 self.hub.remove(self.wiring.ns(name))
-            self.netlink.forget(self.wiring.ns(name))
-            procs.stop_inside([netns.path(self.wiring.ns(name))])
-            netbuild.remove_all([self.wiring.ns(name)])
+            self.host.remove([self.wiring.ns(name)])
             if self.wiring.ns(name) in self._made:
                 self._made.remove(self.wiring.ns(name))
         self.wiring = wiring
         if added:
             only = topology.only_pods(wiring, plan, added)
-            netbuild.apply(only, self.netlink, on_made=self._made.append)
+            self.host.make(only, on_made=self._made.append)
         if self._capture is not None:  # capture points follow the pods
             self._capture.stop()
             self._capture = None
@@ -354,7 +339,7 @@ class Lab:
     # -- changes that re-plan ----------------------------------------------------
 
     def _replan(self, scenario: Scenario) -> None:
-        planned = changes.replan(scenario, self.plan, self.removed, mode=self.plan.proxy.mode)
+        planned = replan(scenario, self.plan, self.removed, mode=self.plan.proxy.mode)
         # the kube-proxy in place stays (a --kube-proxy override and the version it resolved)
         planned = replace(planned, probes=self.plan.probes, proxy=self.plan.proxy)
         self.change(planned)
@@ -468,14 +453,24 @@ class Lab:
         points = [Point(self.ns(n), ifname, f"{n}/{ifname}") for n in chosen]
         return Capture(points, keep_raw=True)
 
+    def send(
+        self, probe: ProbePlan, timeout: float | None = None, plan: Plan | None = None
+    ) -> Observation:
+        """Send one probe's attempts and explain what the captures saw (no judgement).
+
+        `plan`: the world to send in (upstream mode: as the API server holds it)."""
+        extra = {} if timeout is None else {"timeout": timeout}
+        observed = run_probe(plan or self.plan, self.wiring, self.captures, probe, **extra)
+        if not self.keep_raw_frames:  # frames are explained; keep memory flat over many probes
+            self.captures.clear()  # (kept for pcaps: the runner clears once it wrote them)
+        return observed
+
     def observe(self, probe: ProbePlan):
         """Run one probe and return (Observation, Verdict): what happened and the judgement."""
         plan = self.plan
         if isinstance(self.proxy, UpstreamProxy):  # the API server is the truth
             plan = self.proxy.api_plan(self.plan)
-        observed = run_probe(plan, self.wiring, self.captures, probe)
-        if not self.keep_raw_frames:  # frames are explained; keep memory flat over many probes
-            self.captures.clear()
+        observed = self.send(probe, plan=plan)
         predicted = oracle.predict(plan, probe, lb_nodes=self.lb_nodes())
         return observed, judge.judge(probe, observed, predicted, plan)
 
@@ -520,33 +515,9 @@ class Lab:
             chosen = replace(chosen, expect=expect)
         return self.observe(chosen)[1]
 
-    def run_all(
-        self,
-        progress: Callable[[str], None] | None = None,
-        after_probe: Callable[[str, float], None] | None = None,
-    ) -> list[tuple[Observation, Verdict]]:
-        """Every probe of the scenario, then its steps, exactly as `testbed run` does.
-
-        `after_probe(name, started)` runs after each probe (the runner writes pcaps there).
-        """
-        self.wait_for_edge()
-        results = []
-        for probe in self.plan.probes:
-            signals.check()  # a stop whose exception was swallowed still stops here
-            if progress:
-                progress(f"{self.plan.name}: {probe.name} ({probe.count} x {probe.protocol})")
-            started = time.time()
-            results.append(steps.observe(self, probe))
-            if after_probe:
-                after_probe(probe.name, started)
-            reached("probing")
-        if self.scenario is not None and self.scenario.lab.steps:
-            results += steps.run(self, self.scenario.lab.steps, progress)
-        return results
-
     def verdicts(self) -> list[Verdict]:
-        """Run every probe and step of the scenario; the verdicts, in order."""
-        return [verdict for _, verdict in self.run_all()]
+        """Run every probe and step of the scenario, as `testbed run` does; the verdicts."""
+        return [verdict for _, verdict in steps.run_scenario(self)]
 
     # -- looking inside ------------------------------------------------------
 

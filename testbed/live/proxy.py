@@ -15,7 +15,9 @@ from testbed.core.model import NodePlan, Plan, ServicePlan
 from testbed.core.topology import Wiring
 from testbed.kernel import rules as rules_sync
 from testbed.kernel.servers import ServerHub
+from testbed.kernel.shell import run_in
 from testbed.kubeproxy.endpoints import local_ready
+from testbed.kubeproxy.sync import render
 
 
 class Proxy(Protocol):
@@ -53,10 +55,15 @@ class Proxy(Protocol):
 
 
 class RenderedProxy:
-    """Our own renderer and loader, with health answers served by the lab's hub."""
+    """Our own renderer and loader, with health answers served by the lab's hub.
 
-    def __init__(self, hub: ServerHub | None = None) -> None:
+    `run` carries each loader to its namespace (kernel/shell.py's `run_in`; a test passes
+    one that records what would be loaded).
+    """
+
+    def __init__(self, hub: ServerHub | None = None, run: rules_sync.Runner = run_in) -> None:
         self.hub = hub  # None: a lab without servers answers no health checks
+        self.run = run
         self._health: set[tuple[str, int]] = set()  # (namespace, port) answering now
         self._unhealthy: set[str] = set()
 
@@ -70,17 +77,15 @@ class RenderedProxy:
                     current.services,
                     node,
                     current.proxy,
+                    run=self.run,
                 )
                 return "delta"
             except Exception:  # the full load below is always right
-                rules_sync.load(
-                    ns,
-                    current.proxy.mode,
-                    rules_sync.render(node, current.services, current.proxy),
-                )
+                text = render(node, current.services, current.proxy)
+                rules_sync.load(ns, current.proxy.mode, text, run=self.run)
                 return "fallback"
-        text = rules_sync.render(node, current.services, current.proxy)
-        rules_sync.load(ns, current.proxy.mode, text)
+        text = render(node, current.services, current.proxy)
+        rules_sync.load(ns, current.proxy.mode, text, run=self.run)
         return "full"
 
     def health_count(self, svc: ServicePlan, node: str) -> int:
@@ -111,7 +116,7 @@ class RenderedProxy:
         self._unhealthy = (self._unhealthy - {node}) | (set() if healthy else {node})
 
     def rules(self, ns: str, mode: str) -> str:
-        return rules_sync.dump(ns, mode)
+        return rules_sync.dump(ns, mode, run=self.run)
 
     def stop(self) -> None:
         self.hub = None  # the hub is the lab's: it stops it with the pods' servers

@@ -1,9 +1,9 @@
 """Run scenarios end to end: build, probe with captures, judge, tear down.
 
-The only place where the lab, the probes, the oracle and the judge meet. Each
-scenario gets its own lab; a failure to build is reported as that scenario's
-error and the next scenario still runs. The scenario's steps run after its
-probes, on the same lab; their probes' verdicts follow the probes' ones.
+Straight down: runner (a lab per scenario) -> steps.run_scenario (its probes, then its
+steps) -> Lab.observe (one probe: send, capture, predict, judge). A failure to build is
+reported as that scenario's error and the next scenario still runs. The steps run after
+the probes, on the same lab; their probes' verdicts follow the probes' ones.
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ import time
 from collections.abc import Callable
 
 from testbed.core import outfiles
-from testbed.core.load import load, load_both  # noqa: F401  (the runner's callers load here)
+from testbed.core.load import load_both
 from testbed.core.model import Plan
 from testbed.core.records import Observation
 from testbed.core.scenario import Scenario, ScenarioError
-from testbed.kernel.capture import Frame, write_pcap
+from testbed.kernel.capture import write_pcap
+from testbed.kernel.frames import Frame
+from testbed.live import steps
 from testbed.live.lab import Lab
+from testbed.verdict import layout
 from testbed.verdict.report import ScenarioResult
 
 Progress = Callable[[str], None]
@@ -51,12 +54,12 @@ def run_plan(
     lab.keep_raw_frames = bool(pcap_dir)
 
     def after_probe(name: str, mark: float) -> None:
-        if pcap_dir:
+        if pcap_dir:  # the lab kept the raw frames for this
             _write_pcaps(pcap_dir, plan.name, name, lab.captures.frames(since=mark))
-        lab.captures.clear()
+            lab.captures.clear()
 
     with lab:
-        results = lab.run_all(progress, after_probe)
+        results = steps.run_scenario(lab, progress, after_probe)
     observations = [observed for observed, _ in results]
     verdicts = [verdict for _, verdict in results]
     result = ScenarioResult(
@@ -66,6 +69,7 @@ def run_plan(
         seconds=round(time.monotonic() - started, 3),
         verdicts=tuple(verdicts),
         description=plan.description,
+        topology=layout.topology(plan, scenario.lab.steps if scenario else ()),
     )
     return result, observations
 

@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING
 from testbed.core.model import ProbePlan
 from testbed.core.records import COMPLETED, DELIVERED, DROPPED, REJECTED, Observation
 from testbed.core.scenario import Step
+from testbed.kernel import signals
+from testbed.kernel.checkpoint import reached
 from testbed.kernel.probe import DEFAULT_TIMEOUT
-from testbed.kernel.probe import run as run_probe
+from testbed.live import tracing
 from testbed.verdict import judge, oracle
 from testbed.verdict.judge import Verdict
 
@@ -114,14 +116,17 @@ def _counts(obs: Observation) -> dict[str, int]:
 
 
 def _batch(lab: Lab, probe: ProbePlan, timeout: float = BATCH_TIMEOUT) -> Observation:
-    observed = run_probe(lab.plan, lab.wiring, lab.captures, probe, timeout=timeout)
-    if not lab.keep_raw_frames:
-        lab.captures.clear()
-    return observed
+    return lab.send(probe, timeout)
 
 
 def observe(lab: Lab, probe: ProbePlan) -> tuple[Observation, Verdict]:
-    """Lab.observe, except that a probe measuring latency sends one attempt at a time."""
+    """Lab.observe, except that a probe measuring latency sends one attempt at a time, and
+    a probe with `trace: true` then sends one marked packet (live/tracing.py)."""
+    observed, verdict = _observe(lab, probe)
+    return observed, (tracing.traced(lab, probe, verdict) if probe.trace else verdict)
+
+
+def _observe(lab: Lab, probe: ProbePlan) -> tuple[Observation, Verdict]:
     if not probe.measure_latency:
         return lab.observe(probe)
 
@@ -227,3 +232,28 @@ def run(
             assert step.probe is not None
             out.append(observe(lab, step.probe))
     return out
+
+
+def run_scenario(
+    lab: Lab,
+    progress: Progress | None = None,
+    after_probe: Callable[[str, float], None] | None = None,
+) -> list[tuple[Observation, Verdict]]:
+    """Every probe of the lab's scenario, then its steps: what `testbed run` does on a lab.
+
+    `after_probe(name, started)` runs after each probe (the runner writes pcaps there).
+    """
+    lab.wait_for_edge()
+    results = []
+    for probe in lab.plan.probes:
+        signals.check()  # a stop whose exception was swallowed still stops here
+        if progress:
+            progress(f"{lab.plan.name}: {probe.name} ({probe.count} x {probe.protocol})")
+        started = time.time()
+        results.append(observe(lab, probe))
+        if after_probe:
+            after_probe(probe.name, started)
+        reached("probing")
+    if lab.scenario is not None and lab.scenario.lab.steps:
+        results += run(lab, lab.scenario.lab.steps, progress)
+    return results

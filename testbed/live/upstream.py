@@ -127,11 +127,12 @@ class UpstreamProxy:
 
     # -- start --------------------------------------------------------------------
 
-    def start(self, plan: Plan, nl, on_made) -> None:
-        """The management network, etcd and the API server, then every Node."""
+    def start(self, plan: Plan, make, on_made) -> None:
+        """The management network (made by the lab's Host: `make(wiring, on_made=...)`),
+        etcd and the API server, then every Node."""
         assert self.cp is not None, "bind() first"
         self._applied_plan = None
-        self.cp.build_network(nl, on_made)
+        self.cp.build_network(make, on_made)
         self.cp.start(plan.network.service_cidr, objects.node_port_range(plan))
         nodes = [objects.node_manifest(n) for n in plan.nodes]
         self.cp.kubectl(["create", "-f", "-"], stdin=objects.as_list(nodes))

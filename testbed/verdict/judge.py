@@ -23,12 +23,10 @@ from dataclasses import dataclass, field
 
 from testbed.core.model import Expectation, Plan, ProbePlan
 from testbed.core.records import COMPLETED, DELIVERED, DROPPED, ENDS, REJECTED, Attempt, Observation
-from testbed.verdict import measure
+from testbed.verdict import flows, measure
 from testbed.verdict.prediction import MIXED, NONE, Prediction
-from testbed.verdict.statistics import (  # noqa: F401  (the judge's level, read from here)
+from testbed.verdict.statistics import (
     ALPHA,
-    FAMILY_ALPHA,
-    MAX_CHECKS,
     chi_square,
 )
 from testbed.verdict.words import (
@@ -70,6 +68,7 @@ class Verdict:
             "expected": self.expected,
             "oracle": self.oracle,
             "reasons": list(self.reasons),
+            **({"lines": list(self.lines)} if self.lines else {}),
             **self.details,
         }
 
@@ -162,7 +161,7 @@ def judge(probe: ProbePlan, observed: Observation, prediction: Prediction, plan:
         reasons += _check_pods(exp, view)
         reasons += _check_return_path(exp, view)
         reasons += _check_share(exp, view)
-    details: dict = {}
+    details: dict = flows.details(probe, observed, prediction)
     if observed.count(DELIVERED):
         details["nodes"] = measure.node_shares(observed.attempts, prediction, exp.share)
     # only attempts sent one at a time time the path; a burst's times mostly time the burst

@@ -12,7 +12,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from testbed.verdict.judge import ALPHA, FAMILY_ALPHA, MAX_CHECKS, Verdict
+from testbed.verdict.judge import Verdict
+from testbed.verdict.statistics import ALPHA, FAMILY_ALPHA, MAX_CHECKS
 
 PASS = "PASS"
 FAIL = "FAIL"
@@ -28,6 +29,7 @@ class ScenarioResult:
     error: str | None = None  # the scenario could not be built or probed
     description: str = ""  # the scenario's one-line story
     warnings: tuple[str, ...] = ()  # what it loaded with but a person should know
+    topology: dict | None = None  # verdict/layout.py: what the HTML report draws
 
     @property
     def passed(self) -> bool:
@@ -86,6 +88,9 @@ def _expected(exp: Mapping) -> str:
         parts.append(f"return {exp['returnPath']}")
     return "; ".join(parts)
 
+
+# the table's words, for the HTML report (verdict/html.py) to say the same
+completed_words, sources_words, expected_words = _completed, _sources, _expected
 
 HEADER = ("PROBE", "COMPLETED", "PATH TAKEN", "POD(S)", "SOURCE IP SEEN", "EXPECTED", "VERDICT")
 
@@ -176,6 +181,8 @@ def to_json(results: Sequence[ScenarioResult]) -> dict:
         if res.description:
             item["description"] = res.description
         item["warnings"] = list(res.warnings)
+        if res.topology:
+            item["topology"] = res.topology
         scenarios.append(item)
     return {"summary": summary, "scenarios": scenarios}
 

@@ -9,7 +9,10 @@ import time
 
 import pytest
 
-from tests.lab.conftest import ROOT, TESTBED, lab_namespaces, run_testbed, wait_until
+from testbed.core.topology import NS_PREFIX
+from tests.support.commands import ROOT, TESTBED, run_testbed
+from tests.support.waiting import wait_until
+from tests.support.world import lab_namespaces
 
 pytestmark = pytest.mark.lab
 
@@ -68,12 +71,15 @@ def test_unknown_namespace_is_one_clear_line(no_leaks):
 def private_env(tmp_path, **extra) -> dict[str, str]:
     """A private namespace prefix and state dir: `clean` here touches no other lab."""
     return dict(
-        os.environ, TESTBED_NS_PREFIX="tbk-", TESTBED_STATE_DIR=str(tmp_path / "state"), **extra
+        os.environ,
+        TESTBED_NS_PREFIX=f"{NS_PREFIX}k-",
+        TESTBED_STATE_DIR=str(tmp_path / "state"),
+        **extra,
     )
 
 
 def private_namespaces() -> set[str]:
-    return {n for n in os.listdir("/run/netns") if n.startswith("tbk-")}
+    return {n for n in os.listdir("/run/netns") if n.startswith(f"{NS_PREFIX}k-")}
 
 
 def stalled_foreground_up(tmp_path, point: str) -> subprocess.Popen[str]:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import ROOT, wait_until
-from tests.stats import fits
+from tests.support.commands import ROOT
+from tests.support.stats import fits
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.lab
 

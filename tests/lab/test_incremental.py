@@ -17,11 +17,13 @@ from dataclasses import replace
 import pytest
 
 from testbed.core.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
+from testbed.core.topology import NS_PREFIX
 from testbed.kernel import netns
 from testbed.kernel import rules as sync
 from testbed.kubeproxy import incremental
+from testbed.kubeproxy.sync import render
 
-PREFIX = "tbt-inc-"
+PREFIX = f"{NS_PREFIX}inc-"  # the suite's own prefix: a concurrent suite never sees these
 NODE = NodePlan("node-1", 1, "172.18.0.11", "10.244.1.0/24", "10.244.1.1")
 MODES = ("iptables", "nftables")
 _names = itertools.count()
@@ -178,12 +180,12 @@ def canonical(ns: str, mode: str):
 def check_delta(pair, mode, old, new, opts) -> incremental.Delta:
     """Delta over old == full load of new, in both directions."""
     inc, full = pair
-    sync.load(inc, mode, sync.render(NODE, old, opts))
+    sync.load(inc, mode, render(NODE, old, opts))
     forward = sync.apply_delta(inc, mode, old, new, NODE, opts)
-    sync.load(full, mode, sync.render(NODE, new, opts))
+    sync.load(full, mode, render(NODE, new, opts))
     assert canonical(inc, mode) == canonical(full, mode)
     sync.apply_delta(inc, mode, new, old, NODE, opts)
-    sync.load(full, mode, sync.render(NODE, old, opts))
+    sync.load(full, mode, render(NODE, old, opts))
     assert canonical(inc, mode) == canonical(full, mode)
     return forward
 
@@ -201,7 +203,7 @@ def test_delta_equals_full_load(pair, mode, what_if) -> None:
     assert set(change.removed) == {"default/ext-ips"}
     assert len(change.changed) == 7
     # a delta, not a reload: far smaller than the full ruleset
-    assert len(change.text) < len(sync.render(NODE, new, opts)) / 2
+    assert len(change.text) < len(render(NODE, new, opts)) / 2
 
 
 @pytest.mark.lab
@@ -234,7 +236,7 @@ def test_a_delta_over_rules_that_differ_fails_loudly(pair, mode) -> None:
     opts = ProxyOptions(mode=mode)
     inc, _ = pair
     old = old_world()
-    sync.load(inc, mode, sync.render(NODE, old[:1], opts))
+    sync.load(inc, mode, render(NODE, old[:1], opts))
     with pytest.raises(RuntimeError, match="failed in"):
         sync.apply_delta(inc, mode, old, new_world(old), NODE, opts)
 

@@ -7,17 +7,18 @@ The unit tests prove the text is what kube-proxy would write; this proves the ke
 from __future__ import annotations
 
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from testbed.core.topology import NS_PREFIX
 from testbed.kernel import netns
+from tests.support.waiting import wait_until
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "iptables"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.txt"))
-PREFIX = "tbt-ipt-"
+PREFIX = f"{NS_PREFIX}ipt-"  # the suite's own prefix: a concurrent suite never sees these
 
 
 def _run(ns: str, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -86,7 +87,5 @@ def test_golden_ruleset_loads(case: str, node_ns: str) -> None:
 @pytest.mark.lab
 def test_no_namespace_left() -> None:
     """Runs last in this module: the fixtures removed every namespace they made."""
-    deadline = time.monotonic() + 2.0
-    while any(n.startswith(PREFIX) for n in netns.listed()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not any(n.startswith(PREFIX) for n in netns.listed()), 2)
     assert not [n for n in netns.listed() if n.startswith(PREFIX)]

@@ -15,31 +15,19 @@ from pathlib import Path
 
 import pytest
 
+from testbed.core.load import load_both
 from testbed.core.records import DROPPED
 from testbed.kernel import lbview, netns
-from testbed.kernel.capture import ACK, SYN
-from testbed.live import runner, steps
+from testbed.kernel.frames import ACK, SYN
+from testbed.live import steps
 from testbed.live.lab import Lab
 from testbed.verdict import measure
-from tests.lab.conftest import SCENARIOS, run_testbed
-from tests.stats import fits
+from tests.support.commands import SCENARIOS, run_testbed
+from tests.support.stats import fits
 
 pytestmark = pytest.mark.lab
 
 MODES = ("iptables", "nftables")
-_runs: dict[tuple[str, str], tuple] = {}
-
-
-def run(name: str, mode: str):
-    if (name, mode) not in _runs:
-        scenario, plan = runner.load_both(str(SCENARIOS / f"{name}.yaml"), mode)
-        _runs[(name, mode)] = runner.run_plan(plan, scenario=scenario)
-    return _runs[(name, mode)]
-
-
-def verdict(name: str, mode: str, probe: str):
-    result, _ = run(name, mode)
-    return next(v for v in result.verdicts if v.name == probe)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -52,34 +40,34 @@ def verdict(name: str, mode: str, probe: str):
         "lb-local-latency",
     ],
 )
-def test_story_passes(name, mode):
-    result, observations = run(name, mode)
+def test_story_passes(library_runs, name, mode):
+    result, observations = library_runs(name, mode)
     assert result.error is None, result.error
     assert {v.name: v.reasons for v in result.verdicts if not v.passed} == {}
     assert len(observations) == len(result.verdicts)
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_the_seed_story_reads_as_told(mode):
+def test_the_seed_story_reads_as_told(library_runs, mode):
     name = "cluster-to-local-outage"
-    cluster = verdict(name, mode, "cluster-all-complete").observed
+    cluster = library_runs.verdict(name, mode, "cluster-all-complete").observed
     assert cluster["completed"] == cluster["sent"] == 300
     assert "203.0.113.10" not in cluster["sourceIPs"]  # masqueraded to node addresses
-    local = verdict(name, mode, "local-no-health-checks")
+    local = library_runs.verdict(name, mode, "local-no-health-checks")
     seen = local.observed
     assert seen["completed"] == seen["delivered"] and seen["broken"] == 0
     assert seen["completed"] + seen["dropped"] == 300 and seen["dropped"] > seen["completed"]
     assert seen["sourceIPsBy"] == {"203.0.113.10": {"answer": seen["completed"], "capture": 0}}
     assert set(local.details["nodes"]) == {"node-1"}  # only node-1 ever answers
-    checked = verdict(name, mode, "local-with-health-checks").observed
+    checked = library_runs.verdict(name, mode, "local-with-health-checks").observed
     assert checked["completed"] == checked["sent"] == 300
-    spread = verdict(name, mode, "spread-pods-even-load").details["nodes"]
+    spread = library_runs.verdict(name, mode, "spread-pods-even-load").details["nodes"]
     assert sorted(spread) == ["node-1", "node-2", "node-3"]
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_node_that_loses_its_last_pod_drops_flows_only_until_the_edge_settles(mode):
-    watched = verdict("lb-local-healthcheck", mode, "while-the-edge-converges")
+def test_node_that_loses_its_last_pod_drops_flows_only_until_the_edge_settles(library_runs, mode):
+    watched = library_runs.verdict("lb-local-healthcheck", mode, "while-the-edge-converges")
     info = watched.details["convergence"]
     assert info["afterConvergence"]["dropped"] == 0
     assert info["afterConvergence"]["sent"] == steps.AFTER_BATCHES * 10
@@ -90,14 +78,14 @@ def test_node_that_loses_its_last_pod_drops_flows_only_until_the_edge_settles(mo
     assert info["poolChangedSeconds"] is not None
     assert info["poolChangedSeconds"] < steps.SETTLE_TIMEOUT
     assert info["settledSeconds"] >= info["poolChangedSeconds"]
-    later = verdict("lb-local-healthcheck", mode, "after-only-node-1-serves")
+    later = library_runs.verdict("lb-local-healthcheck", mode, "after-only-node-1-serves")
     assert later.observed["dropped"] == 0 and later.observed["pods"] == {"web-a": 100}
-    before = verdict("lb-local-healthcheck", mode, "before-both-nodes-serve")
+    before = library_runs.verdict("lb-local-healthcheck", mode, "before-both-nodes-serve")
     assert set(before.details["nodes"]) == {"node-1", "node-2"}  # node-3 has no pod: no flow
 
 
 def test_the_edge_route_loses_the_node_and_its_check_says_503():
-    scenario, plan = runner.load_both(str(SCENARIOS / "lb-local-healthcheck.yaml"))
+    scenario, plan = load_both(str(SCENARIOS / "lb-local-healthcheck.yaml"))
     with Lab(plan, scenario=scenario) as lab:
         lab.wait_for_edge()
         edge_ns = lab.wiring.ns("edge")
@@ -115,30 +103,30 @@ def test_the_edge_route_loses_the_node_and_its_check_says_503():
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_cluster_splits_per_pod_and_local_per_node(mode):
+def test_cluster_splits_per_pod_and_local_per_node(library_runs, mode):
     name = "lb-cluster-vs-local-balance"
-    cluster = verdict(name, mode, "cluster-packed").details["nodes"]
+    cluster = library_runs.verdict(name, mode, "cluster-packed").details["nodes"]
     assert {n for n, item in cluster.items() if item["entered"]} == {"node-1", "node-2", "node-3"}
     assert cluster["node-3"]["served"] == 0  # it only forwards
     assert cluster["node-1"]["expectedServedShare"] == 0.75
-    packed = verdict(name, mode, "local-packed").details["nodes"]
+    packed = library_runs.verdict(name, mode, "local-packed").details["nodes"]
     assert "node-3" not in packed  # no pod, no health, no flow
     assert all(item["entered"] == item["served"] for item in packed.values())  # Local stays
     lone = packed["node-2"]["pods"]["lone"]
     total = sum(pod["count"] for item in packed.values() for pod in item["pods"].values())
     assert lone["expectedShare"] == 0.5 and fits(lone["count"], total, 0.5), (lone, total)
-    spread = verdict(name, mode, "local-spread").details["nodes"]
+    spread = library_runs.verdict(name, mode, "local-spread").details["nodes"]
     assert sorted(spread) == ["node-1", "node-2", "node-3"]
     served = sum(item["served"] for item in spread.values())
     assert all(fits(item["served"], served, 1 / 3) for item in spread.values()), spread
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_latency_is_reported_per_path(mode):
-    local = verdict("lb-local-latency", mode, "local-always-local")
+def test_latency_is_reported_per_path(library_runs, mode):
+    local = library_runs.verdict("lb-local-latency", mode, "local-always-local")
     assert list(local.details["latency"]) == ["local"]
     assert local.details["latency"]["local"]["samples"] == 100
-    mixed = verdict("lb-local-latency", mode, "cluster-local-and-cross-node")
+    mixed = library_runs.verdict("lb-local-latency", mode, "cluster-local-and-cross-node")
     paths = mixed.details["latency"]
     assert set(paths) == {"local", "cross-node"}
     assert sum(p["samples"] for p in paths.values()) == 200
@@ -195,7 +183,7 @@ def test_a_retransmitted_syn_goes_to_the_node_its_first_syn_went_to(mode):
     """A pass-through LB pins a flow by its 5-tuple: a SYN the client retransmits (here
     because its first SYN-ACK is dropped in the client's own namespace) reaches the node
     the first one reached, and the connection then completes."""
-    scenario, plan = runner.load_both(str(SCENARIOS / "cluster-to-local-outage.yaml"), mode)
+    scenario, plan = load_both(str(SCENARIOS / "cluster-to-local-outage.yaml"), mode)
     vip = plan.service("runners").lb_ips[0]
     with Lab(plan, scenario=scenario) as lab:
         first_reply = "--connbytes 1:1 --connbytes-dir reply --connbytes-mode packets"
@@ -236,7 +224,7 @@ def test_a_retransmitted_syn_goes_to_the_node_its_first_syn_went_to(mode):
 def test_a_clusterip_from_outside_is_rejected_every_time_and_says_why():
     """The newcomer's first probe: the edge has no route to the Service CIDR and answers
     each attempt (a kernel without a route answers about five in a burst per source)."""
-    scenario, plan = runner.load_both(str(SCENARIOS / "default.yaml"))
+    scenario, plan = load_both(str(SCENARIOS / "default.yaml"))
     with Lab(plan, scenario=scenario) as lab:
         first = lab.probe(source="client", service="web", count=60)
         again = lab.probe(source="client", service="web", count=60)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from testbed.core.load import load, load_both
 from testbed.core.records import COMPLETED, DELIVERED, DROPPED, REJECTED
 from testbed.live import runner
 
@@ -18,37 +19,21 @@ pytestmark = pytest.mark.lab
 
 LIBRARY = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
 MODES = ("iptables", "nftables")
-_runs: dict[tuple[str, str], tuple] = {}
-
-
-def run(name: str, mode: str):
-    key = (name, mode)
-    if key not in _runs:
-        scenario, plan = runner.load_both(str(LIBRARY[0].parent / f"{name}.yaml"), mode)
-        _runs[key] = runner.run_plan(plan, scenario=scenario)
-    return _runs[key]
-
-
-def observation(name: str, mode: str, probe: str):
-    result, observations = run(name, mode)
-    verdict = next(v for v in result.verdicts if v.name == probe)
-    obs = next(o for o in observations if o.probe == probe)
-    return verdict, obs
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("path", LIBRARY, ids=[p.stem for p in LIBRARY])
-def test_every_scenario_passes(path, mode):
-    result, _ = run(path.stem, mode)
+def test_every_scenario_passes(library_runs, path, mode):
+    result, _ = library_runs(path.stem, mode)
     failing = {v.name: v.reasons for v in result.verdicts if not v.passed}
     assert result.error is None, result.error
     assert not failing, failing
 
 
 @pytest.mark.parametrize("path", LIBRARY, ids=[p.stem for p in LIBRARY])
-def test_both_modes_give_the_same_verdicts(path):
+def test_both_modes_give_the_same_verdicts(library_runs, path):
     def facts(mode):
-        result, observations = run(path.stem, mode)
+        result, observations = library_runs(path.stem, mode)
         rows = []
         for v, o in zip(result.verdicts, observations, strict=True):
             outcomes = (o.count(DELIVERED), o.count(DROPPED), o.count(REJECTED))
@@ -68,8 +53,8 @@ def test_both_modes_give_the_same_verdicts(path):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_cluster_policy_pod_sees_an_address_of_the_entry_node(mode):
-    _, obs = observation("cluster-snat", mode, "via-node-without-pods")
+def test_cluster_policy_pod_sees_an_address_of_the_entry_node(library_runs, mode):
+    _, obs = library_runs.observation("cluster-snat", mode, "via-node-without-pods")
     assert obs.count(DELIVERED) == obs.sent
     assert set(obs.source_ips) == {"172.18.0.12"}  # node-2, the entry node
     assert {a.entry_node for a in obs.attempts} == {"node-2"}
@@ -77,30 +62,30 @@ def test_cluster_policy_pod_sees_an_address_of_the_entry_node(mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_local_policy_pod_sees_the_client_and_says_so_itself(mode):
-    _, obs = observation("local-preserves-client-ip", mode, "via-node-with-a-pod")
+def test_local_policy_pod_sees_the_client_and_says_so_itself(library_runs, mode):
+    _, obs = library_runs.observation("local-preserves-client-ip", mode, "via-node-with-a-pod")
     assert set(obs.source_ips) == {"203.0.113.10"}
     views = {a.server_view.split(":")[0] for a in obs.attempts if a.server_view}
     assert views == {"203.0.113.10"}  # the echo server's own /clientip answer
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_local_without_local_endpoint_reaches_no_pod_at_all(mode):
-    _, obs = observation("local-no-local-endpoint", mode, "local-via-node-2-dropped")
+def test_local_without_local_endpoint_reaches_no_pod_at_all(library_runs, mode):
+    _, obs = library_runs.observation("local-no-local-endpoint", mode, "local-via-node-2-dropped")
     assert obs.count(DROPPED) == obs.sent
     assert not any(h.point.endswith("web-0/eth0") for a in obs.attempts for h in a.hops)
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_no_endpoints_is_refused_at_once(mode):
-    _, obs = observation("no-endpoints-reject", mode, "client-via-nodeport-rejected")
+def test_no_endpoints_is_refused_at_once(library_runs, mode):
+    _, obs = library_runs.observation("no-endpoints-reject", mode, "client-via-nodeport-rejected")
     assert obs.count(REJECTED) == obs.sent
     assert all(a.hops and a.hops[-1].kind == "icmp-unreach" for a in obs.attempts)
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_hairpin_is_masqueraded_and_other_pods_see_the_pod_ip(mode):
-    _, obs = observation("default", mode, "pod-to-cluster-ip")
+def test_hairpin_is_masqueraded_and_other_pods_see_the_pod_ip(library_runs, mode):
+    _, obs = library_runs.observation("default", mode, "pod-to-cluster-ip")
     for attempt in obs.attempts:
         if attempt.pod == "web-0":  # the caller itself
             assert attempt.source_ip == "10.244.1.1"
@@ -109,32 +94,32 @@ def test_hairpin_is_masqueraded_and_other_pods_see_the_pod_ip(mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_pod_to_local_nodeport_and_lb_ip_go_cluster_wide_unmasqueraded(mode):
+def test_pod_to_local_nodeport_and_lb_ip_go_cluster_wide_unmasqueraded(library_runs, mode):
     for probe in ("caller-to-own-node-nodeport", "caller-to-lb-ip"):
-        _, obs = observation("pod-to-nodeport-local", mode, probe)
+        _, obs = library_runs.observation("pod-to-nodeport-local", mode, probe)
         assert set(obs.pods) == {"web-0"} and set(obs.source_ips) == {"10.244.2.2"}
         assert {a.entry_node for a in obs.attempts} == {"node-2"}
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_session_affinity_keeps_one_pod(mode):
-    _, sticky = observation("session-affinity", mode, "sticky-client")
-    _, plain = observation("session-affinity", mode, "without-affinity-spreads")
+def test_session_affinity_keeps_one_pod(library_runs, mode):
+    _, sticky = library_runs.observation("session-affinity", mode, "sticky-client")
+    _, plain = library_runs.observation("session-affinity", mode, "without-affinity-spreads")
     assert len(sticky.pods) == 1 and sum(sticky.pods.values()) == 50
     assert len(plain.pods) == 3
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_source_ranges_allow_one_client_and_drop_the_other(mode):
-    _, allowed = observation("source-ranges", mode, "allowed-via-lb")
-    _, blocked = observation("source-ranges", mode, "blocked-via-lb")
+def test_source_ranges_allow_one_client_and_drop_the_other(library_runs, mode):
+    _, allowed = library_runs.observation("source-ranges", mode, "allowed-via-lb")
+    _, blocked = library_runs.observation("source-ranges", mode, "blocked-via-lb")
     assert allowed.count(DELIVERED) == allowed.sent
     assert blocked.count(DROPPED) == blocked.sent
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_no_snat_client_gets_a_reply_from_the_pod_address_and_resets_it(mode):
-    _, obs = observation("no-snat-broken-return", mode, "via-node-2-broken")
+def test_no_snat_client_gets_a_reply_from_the_pod_address_and_resets_it(library_runs, mode):
+    _, obs = library_runs.observation("no-snat-broken-return", mode, "via-node-2-broken")
     for attempt in obs.attempts:
         assert attempt.reply_from == "10.244.1.2:8080"
         assert attempt.client_reset
@@ -151,7 +136,7 @@ def test_a_wrong_expectation_fails_with_a_reason():
         "no-snat-broken-return": {"return_path": "correct"},
     }
     for name, change in wrong.items():
-        plan = runner.load(str(LIBRARY[0].parent / f"{name}.yaml"))
+        plan = load(str(LIBRARY[0].parent / f"{name}.yaml"))
         first = plan.probes[0]
         bad = replace(first, expect=replace(first.expect, **change))
         plan = replace(plan, probes=(bad,))
@@ -162,7 +147,7 @@ def test_a_wrong_expectation_fails_with_a_reason():
 
 
 def test_cli_exit_code_follows_the_verdicts(tmp_path):
-    from tests.lab.conftest import run_testbed
+    from tests.support.commands import run_testbed
 
     text = (LIBRARY[0].parent / "local-preserves-client-ip.yaml").read_text()
     broken = tmp_path / "wrong.yaml"
@@ -196,14 +181,14 @@ PACKET_STORIES = [
 
 
 @pytest.mark.parametrize("name", PACKET_STORIES)
-def test_scapy_packet_probes_tell_the_same_story_as_connections(name):
+def test_scapy_packet_probes_tell_the_same_story_as_connections(library_runs, name):
     """The same probes as Scapy-built SYNs/datagrams: same outcomes, pods, sources, paths."""
-    scenario, plan = runner.load_both(str(LIBRARY[0].parent / f"{name}.yaml"))
+    scenario, plan = load_both(str(LIBRARY[0].parent / f"{name}.yaml"))
     plan = replace(plan, probes=tuple(replace(p, mode="packet") for p in plan.probes))
     result, observations = runner.run_plan(plan, scenario=scenario)
     failing = {v.name: v.reasons for v in result.verdicts if not v.passed}
     assert not failing, failing
-    _, connected = run(name, "iptables")
+    _, connected = library_runs(name, "iptables")
     for packet, conn in zip(observations, connected, strict=True):
         assert packet.return_path == conn.return_path, packet.probe
         assert set(packet.pods) == set(conn.pods), packet.probe

@@ -18,14 +18,16 @@ from pathlib import Path
 import pytest
 
 from testbed.core.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
+from testbed.core.topology import NS_PREFIX
 from testbed.kernel import netns
 from testbed.kubeproxy import nftables
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.lab
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "nftables"
 CASES = sorted(GOLDEN.glob("*.nft"))
-PREFIX = "tbt-nft-"
+PREFIX = f"{NS_PREFIX}nft-"  # the suite's own prefix: a concurrent suite never sees these
 
 
 @pytest.fixture
@@ -117,8 +119,6 @@ def test_large_ruleset_loads_and_reloads(namespace: str) -> None:
 
 
 def test_no_namespace_left_behind() -> None:
-    deadline = time.monotonic() + 2
-    while any(n.startswith(PREFIX) for n in netns.listed()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not any(n.startswith(PREFIX) for n in netns.listed()), 2)
     mine = [n for n in netns.listed() if n.startswith(f"{PREFIX}{os.getpid()}-")]
     assert mine == []

@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tests.lab.conftest import run_testbed
+from tests.support.commands import run_testbed
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from testbed.kubeproxy import names
-from tests.lab.conftest import run_testbed
+from tests.support.commands import run_testbed
 
 pytestmark = pytest.mark.lab
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "report.schema.json"

@@ -12,12 +12,13 @@ from collections.abc import Iterator
 import pytest
 from pyroute2 import IPRoute
 
+from testbed.core.topology import NS_PREFIX
 from testbed.kernel import netns
 from testbed.kernel.servers import Seen, ServerHub
 
 pytestmark = pytest.mark.lab
 
-PREFIX = f"tbt-srv-{os.getpid()}"
+PREFIX = f"{NS_PREFIX}srv"  # the suite's own prefix: a concurrent suite never sees these
 SERVER_IP, CLIENT_IP = "10.99.0.1", "10.99.0.2"
 
 

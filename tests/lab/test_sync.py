@@ -6,6 +6,7 @@ import pytest
 
 from testbed.kernel import rules as rules_sync
 from testbed.kubeproxy import incremental
+from testbed.kubeproxy.sync import render
 from testbed.live.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -27,7 +28,7 @@ def test_changes_load_as_deltas_that_match_a_full_load(mode):
         assert lab.loads == {"full": nodes, "delta": 3 * nodes, "fallback": 0}
         for node in lab.plan.nodes:
             live = lab.rules(node.name)
-            text = rules_sync.render(node, lab.plan.services, lab.plan.proxy)
+            text = render(node, lab.plan.services, lab.plan.proxy)
             with Lab(lab.plan, serve=False) as other:
                 rules_sync.load(other.ns(node.name), mode, text)
                 assert canonical(mode, live) == canonical(mode, other.rules(node.name))

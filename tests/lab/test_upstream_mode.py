@@ -11,7 +11,8 @@ import os
 import pytest
 
 from testbed.kernel import netns, upstreambin
-from tests.lab.conftest import lab_namespaces, run_testbed, state_files
+from tests.support.commands import run_testbed
+from tests.support.world import lab_namespaces, state_files
 
 pytestmark = [
     pytest.mark.lab,

@@ -1,127 +1,22 @@
-"""The reliability section's private world: its own namespace prefix and state directory.
+"""The reliability section's fixtures: a private lab world per test, swept afterwards.
 
-Other people run labs (prefix `tb-`) and benchmarks on this machine at the same time,
-and `testbed clean` removes every lab of its prefix. So every command here runs with
-TESTBED_NS_PREFIX=tbr-<pid>- and a TESTBED_STATE_DIR of its own: our `clean` never
-sees their labs, theirs never sees ours. Whatever a test leaves is swept at teardown
-with that same private environment, and the session fails if anything is left.
+Every command runs in that world (tests/support/private.py); whatever a test leaves is
+swept at teardown with the same private environment, and the session fails if anything
+of the section's prefix is left.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-LIBRARY = ROOT / "testbed" / "scenarios"
-PREFIX = f"tbr-{os.getpid()}-"
-STALE = re.compile(r"^tbr-(\d+)-")
-IS_ROOT = os.geteuid() == 0
-
-
-def netns_names() -> list[str]:
-    try:
-        return sorted(os.listdir("/run/netns"))
-    except FileNotFoundError:
-        return []
-
-
-def wait_until(check, timeout: float = 10.0, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(step)
-    return bool(check())
-
-
-def alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie (nobody may reap it here)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-class Private:
-    """One test's handle on the private lab world: env, commands, what is left."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.prefix = PREFIX
-        self.state_dir = state_dir
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("TESTBED_", "PYTEST_"))}
-        self.env = dict(base, TESTBED_NS_PREFIX=PREFIX, TESTBED_STATE_DIR=str(state_dir))
-        self.procs: list[subprocess.Popen] = []
-
-    def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "testbed.cli", *args]
-
-    def tb(self, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
-        """Run `testbed ARGS` with the private environment (plus `env`)."""
-        return subprocess.run(
-            self.argv(*args),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=ROOT,
-            env=dict(self.env, **env),
-        )
-
-    def spawn(self, *args: str, stderr=subprocess.DEVNULL, **env: str) -> subprocess.Popen:
-        proc = subprocess.Popen(
-            self.argv(*args),
-            cwd=ROOT,
-            env=dict(self.env, **env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            text=True,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def stalled(self, point: str, *args: str, timeout: float = 60) -> tuple[subprocess.Popen, int]:
-        """Start `testbed ARGS` frozen at checkpoint `point`; returns (process, stalled pid)."""
-        note = Path(tempfile.mkstemp(prefix="stall-", dir=self.state_dir.parent)[1])
-        proc = self.spawn(*args, TESTBED_STALL_AT=point, TESTBED_STALL_FILE=str(note))
-        found = wait_until(lambda: note.read_text().strip() or proc.poll() is not None, timeout)
-        text = note.read_text().split()
-        note.unlink()
-        assert found and text, f"testbed {' '.join(args)} never reached {point}"
-        assert text[1] == point, text
-        return proc, int(text[0])
-
-    def namespaces(self) -> set[str]:
-        return {n for n in netns_names() if n.startswith(self.prefix)}
-
-    def state_files(self) -> set[str]:
-        try:
-            return {str(self.state_dir / n) for n in os.listdir(self.state_dir)}
-        except FileNotFoundError:
-            return set()
-
-    def sweep(self) -> None:
-        """Stop what this test started, then remove what it left (private clean only)."""
-        for proc in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=10)
-        if self.namespaces() or self.state_files():
-            self.tb("clean", "--all", timeout=120)  # labs still up (a failed test's) go too
+from tests.support.private import IS_ROOT, PREFIX, STALE, Private
+from tests.support.world import alive, netns_names
 
 
 @pytest.fixture(scope="session")

@@ -26,10 +26,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from testbed.core import scenario
+from testbed.core.load import replan
 from testbed.core.scenario import ScenarioError
-from testbed.live import changes
-from tests.reliability.conftest import IS_ROOT, LIBRARY, ROOT, Private, netns_names
-from tests.reliability.hostile import HOSTILE
+from tests.support.commands import LIBRARY, ROOT
+from tests.support.hostile import HOSTILE
+from tests.support.private import IS_ROOT, Private
+from tests.support.world import netns_names
 
 pytestmark = pytest.mark.reliability
 
@@ -89,7 +91,7 @@ def load_error(path: Path) -> tuple[ScenarioError | None, float]:
     """The loader's error for `path` (what the CLI runs: load, then plan) and its seconds."""
     started = time.perf_counter()
     try:
-        changes.replan(scenario.load(path), None)
+        replan(scenario.load(path), None)
     except ScenarioError as exc:
         return exc, time.perf_counter() - started
     return None, time.perf_counter() - started
@@ -168,7 +170,7 @@ def mutated(draw) -> bytes:
 def test_mutated_files_load_or_fail_in_one_line_quickly(data: bytes):
     started = time.perf_counter()
     try:
-        changes.replan(scenario.loads(data, "fuzz.yaml"), None)
+        replan(scenario.loads(data, "fuzz.yaml"), None)
     except ScenarioError as exc:
         text = str(exc)
         assert "\n" not in text and re.match(r"fuzz\.yaml:\d+: ", text), text
@@ -178,7 +180,7 @@ def test_mutated_files_load_or_fail_in_one_line_quickly(data: bytes):
 def test_a_selector_matching_nothing_is_not_an_error(tmp_path: Path, private: Private):
     path = tmp_path / "selects-nothing.yaml"
     path.write_text(SELECTS_NOTHING)
-    planned = changes.replan(scenario.load(path), None)
+    planned = replan(scenario.load(path), None)
     assert planned.services[0].ports[0].endpoints == ()
     shown = private.tb("plan", str(path))
     # no error, but said where the user looks: a selector typo must not pass in silence

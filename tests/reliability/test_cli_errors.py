@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.reliability.conftest import IS_ROOT, ROOT, Private
+from tests.support.commands import ROOT
+from tests.support.private import IS_ROOT, Private
 
 pytestmark = pytest.mark.reliability
 

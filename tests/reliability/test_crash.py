@@ -16,7 +16,9 @@ import signal
 import pytest
 
 from testbed.kernel.checkpoint import POINTS
-from tests.reliability.conftest import Private, alive, wait_until
+from tests.support.private import Private
+from tests.support.waiting import wait_until
+from tests.support.world import alive
 
 pytestmark = [pytest.mark.reliability, pytest.mark.lab]
 

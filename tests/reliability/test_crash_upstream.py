@@ -14,7 +14,9 @@ import pytest
 
 from testbed.kernel import upstreambin
 from testbed.kernel.checkpoint import UPSTREAM_POINTS
-from tests.reliability.conftest import Private, alive, wait_until
+from tests.support.private import Private
+from tests.support.waiting import wait_until
+from tests.support.world import alive
 
 pytestmark = [
     pytest.mark.reliability,

@@ -28,7 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import ROOT, Private, netns_names
+from tests.support.commands import ROOT
+from tests.support.private import Private
+from tests.support.world import netns_names
 
 pytestmark = [pytest.mark.reliability, pytest.mark.lab]
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from testbed.core import limits, scenario
+from testbed.core.load import replan
 from testbed.kernel import state
-from testbed.live import changes
-from tests.reliability.conftest import ROOT, Private
+from tests.support.commands import ROOT
+from tests.support.private import Private
 
 pytestmark = pytest.mark.reliability
 
@@ -55,7 +56,7 @@ spec:
 
 
 def plan_of(text: str):
-    return changes.replan(scenario.loads(text, "huge.yaml"), None)
+    return replan(scenario.loads(text, "huge.yaml"), None)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import ROOT, Private
+from tests.support.commands import ROOT
+from tests.support.private import Private
 
 pytestmark = [pytest.mark.reliability, pytest.mark.lab]
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from testbed.cli import NEEDS_ROOT
+from testbed.cli.common import NEEDS_ROOT
 from testbed.pytest_plugin import SKIP_REASON
-from tests.reliability.conftest import IS_ROOT, ROOT, Private
+from tests.support.commands import ROOT
+from tests.support.private import IS_ROOT, Private
 
 pytestmark = pytest.mark.reliability
 
@@ -32,6 +33,8 @@ NEED_ROOT = {
     "clean": ("clean",),
     "rules": ("rules", "node-1"),
     "probe": ("probe", "--from", "client", "--to", "web"),
+    "lb": ("lb",),
+    "bench": ("bench", "--quick"),
 }
 # Pure modules: no interpreter started, no namespace made.
 UNIT_SUBSET = [

@@ -20,7 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import ROOT, Private, alive, wait_until
+from tests.support.commands import ROOT
+from tests.support.private import Private
+from tests.support.waiting import wait_until
+from tests.support.world import alive
 
 pytestmark = [pytest.mark.reliability, pytest.mark.lab]
 

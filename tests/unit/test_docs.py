@@ -69,3 +69,32 @@ def test_every_field_the_loader_reads_is_in_the_reference():
     words = set(re.findall(r"[A-Za-z][A-Za-z0-9]*", REFERENCE.read_text()))
     missing = sorted(loader_fields() - words)
     assert not missing, f"docs/scenario-format.md does not mention: {', '.join(missing)}"
+
+
+README = ROOT / "README.md"
+LAYERS = ("live", "kernel", "verdict", "kubeproxy", "core")
+
+
+def _rooms() -> dict[str, str]:
+    """The README's "What lives where" picture: layer -> the text of its row."""
+    text = README.read_text().split("What lives where:", 1)[1].split("```")[1]
+    rows: dict[str, str] = {}
+    current = ""
+    for line in text.splitlines():
+        if line and not line.startswith(" "):
+            current = line.split()[0].rstrip("/")
+            if current == "front":
+                current = "front ends"
+        rows[current] = rows.get(current, "") + " " + line
+    return rows
+
+
+def test_the_readme_names_every_module_in_its_layer():
+    """A contributor reads the layout first: it must list what each layer holds, all of it."""
+    rows = _rooms()
+    for layer in LAYERS:
+        package = ROOT / "testbed" / layer
+        names = {p.stem for p in package.glob("*.py") if not p.stem.startswith("__")}
+        names |= {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").exists()}
+        words = set(re.findall(r"[\w/]+", rows[layer].replace(".py", "")))
+        assert names <= words, f"README's {layer}/ row misses {sorted(names - words)}"

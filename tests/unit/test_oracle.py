@@ -6,7 +6,10 @@ import math
 from dataclasses import replace
 
 import pytest
-from oracle_worlds import (
+
+from testbed.core.model import LoadBalancerConfig
+from testbed.verdict.oracle import OracleError, Prediction, default_lb_nodes, predict, usable
+from tests.support.oracle_worlds import (
     CLIENT_IP,
     EXTERNAL_IP,
     N1,
@@ -22,9 +25,6 @@ from oracle_worlds import (
     probe,
     world,
 )
-
-from testbed.core.model import LoadBalancerConfig
-from testbed.verdict.oracle import OracleError, Prediction, default_lb_nodes, predict, usable
 
 
 def by_pod(pred: Prediction) -> dict[str, set[str]]:

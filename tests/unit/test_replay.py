@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from testbed.core import describe, scenario, topology
 from testbed.core import plan as planner
-from testbed.core import scenario, topology
+from testbed.core.load import replan
 from testbed.core.scenario import ScenarioError
 from testbed.live import changes
 
@@ -182,10 +183,10 @@ def test_scaling_a_replayed_deployment_adds_and_removes_pods_around_the_dumped_o
             **{"pod-template-hash": "abc12"},
         ),
     )
-    first = changes.replan(s, None)
-    up = changes.replan(changes.scale(s, "web", 3), first)
+    first = replan(s, None)
+    up = replan(changes.scale(s, "web", 3), first)
     assert placement(up) == {"web-abc12-x": "node-1", "web-abc12-y": "node-1", "web-0": "node-2"}
-    down = changes.replan(changes.scale(s, "web", 1), first)
+    down = replan(changes.scale(s, "web", 1), first)
     assert placement(down) == {"web-abc12-x": "node-1"}
 
 
@@ -470,7 +471,7 @@ def test_devices_and_kernel_files_are_refused_at_once(path: str):
 
 def test_a_description_cannot_send_escape_sequences_to_the_terminal():
     lab = LAB.replace("metadata: {name: t}", 'metadata: {name: t, description: "x\\e[2Jy\\a"}')
-    shown = planner.describe(planner.plan(load_text(lab)))
+    shown = describe.describe(planner.plan(load_text(lab)))
     assert "\x1b" not in shown and "\x07" not in shown
     assert "x\\x1b[2Jy\\x07" in shown
 

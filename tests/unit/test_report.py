@@ -8,12 +8,13 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from oracle_worlds import CLIENT_IP, N2, probe, world
 
 from testbed.core.records import Attempt, Hop, Observation
-from testbed.verdict.judge import ALPHA, judge
+from testbed.verdict.judge import judge
 from testbed.verdict.oracle import predict
 from testbed.verdict.report import ScenarioResult, summary_line, table, to_json, to_junit
+from testbed.verdict.statistics import ALPHA
+from tests.support.oracle_worlds import CLIENT_IP, N2, probe, world
 
 SCHEMA = json.loads(
     (Path(__file__).parents[1] / "schemas" / "report.schema.json").read_text(encoding="utf-8")

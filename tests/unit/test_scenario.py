@@ -11,8 +11,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from testbed.core import describe, scenario, yamlsrc
 from testbed.core import plan as planner
-from testbed.core import scenario, yamlsrc
 from testbed.core.model import Expectation, Target
 from testbed.core.scenario import ScenarioError
 
@@ -394,7 +394,7 @@ def test_error_text_never_spans_lines():
 def _only_scenario_errors(load) -> None:
     try:
         planned = planner.plan(load())
-        planner.describe(planned)
+        describe.describe(planned)
     except ScenarioError as exc:
         text = str(exc)
         assert "\n" not in text

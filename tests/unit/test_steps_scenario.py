@@ -98,6 +98,16 @@ def test_probes_keep_measure_latency_off_by_default():
     assert s.lab.steps == ()
 
 
+def test_trace_reads_on_probes_and_probe_steps_and_is_off_by_default():
+    s = load(
+        f"  probes:\n    - {{name: p, trace: true, {LB_PROBE[1:]}\n"
+        f"    - {{name: q, {LB_PROBE[1:]}\n"
+        f"  steps:\n    - {{name: x, probe: {{trace: true, {LB_PROBE[1:]}}}\n"
+    )
+    assert [p.trace for p in s.lab.probes] == [True, False]
+    assert s.lab.steps[0].probe is not None and s.lab.steps[0].probe.trace
+
+
 def test_a_pod_made_by_scaling_up_can_be_deleted_and_one_scaled_away_cannot():
     s = load(
         "  steps:\n"
@@ -182,6 +192,16 @@ def test_a_pod_made_by_scaling_up_can_be_deleted_and_one_scaled_away_cannot():
             "{from: client, to: {address: 10.96.0.50, port: 53}, protocol: UDP, "
             "measureLatency: true}}\n",
             "spec.steps[0].probe.measureLatency: latency is measured on TCP connections only",
+        ),
+        (
+            f"  steps:\n    - {{name: x, deletePod: web-0}}\n"
+            f"    - {{name: y, probeDuringConvergence: {{trace: true, {LB_PROBE[1:]}}}\n",
+            "t.yaml:9: spec.steps[1].probeDuringConvergence.trace: trace is for spec.probes and "
+            "probe steps, not batches",
+        ),
+        (
+            f"  probes:\n    - {{name: p, trace: yes please, {LB_PROBE[1:]}\n",
+            "t.yaml:8: spec.probes[0].trace:",
         ),
         (
             f"  steps:\n    - {{name: x, deletePod: web-0}}\n"

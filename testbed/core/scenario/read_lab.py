@@ -10,7 +10,6 @@ from testbed.core.model import (
     LoadBalancerConfig,
 )
 from testbed.core.scenario.types import (
-    IFNAME_MAX,
     IMPLEMENTATIONS,
     KNOWN_FAULTS,
     MAX_NODES,
@@ -41,6 +40,7 @@ from testbed.core.scenario.values import (
     _taken,
     _words,
 )
+from testbed.core.topology import IFNAME_MAX
 from testbed.core.yamlsrc import YMap, one_line, show
 
 

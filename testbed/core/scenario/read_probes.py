@@ -50,7 +50,7 @@ class ProbeReading:
     def _probe(self, item: _V, step_name: str | None = None) -> ProbePlan:
         """A spec.probes entry; inside a step the step's name names it."""
         item.mapping(
-            ("name", "from", "to", "protocol", "count", "expect", "measureLatency", "mode")
+            ("name", "from", "to", "protocol", "count", "expect", "measureLatency", "mode", "trace")
         )
         if step_name is None:
             name = self._claim_name(item.need("name"), "probe")
@@ -89,7 +89,9 @@ class ProbeReading:
                 )
             if latency:
                 mode_v.fail("latency is measured on connections (mode: connection)")
-        return ProbePlan(name, source, target, protocol, count, expect, latency, mode)
+        trace_v = item.get("trace")
+        trace = trace_v.boolean() if trace_v is not None else False
+        return ProbePlan(name, source, target, protocol, count, expect, latency, mode, trace)
 
     # steps
 
@@ -166,6 +168,8 @@ class ProbeReading:
                     "probeDuringConvergence watches the edge: aim it at "
                     "via: loadBalancer or via: externalIP"
                 )
+            if action == "probeDuringConvergence" and probe.trace:
+                v.get("trace").fail("trace is for spec.probes and probe steps, not batches")
             step = replace(step, probe=probe)
         return step
 

@@ -14,7 +14,6 @@ from testbed.core.model import (
     LoadBalancerConfig,
     ProbePlan,
 )
-from testbed.core.topology import IFNAME_MAX  # noqa: F401  (names that become interface names)
 from testbed.core.yamlsrc import SourceError, one_line
 
 LAB_API = "testbed/v1alpha1"

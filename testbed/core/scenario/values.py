@@ -19,7 +19,6 @@ from testbed.core.model import (
     ContainerPort,
 )
 from testbed.core.scenario.types import (
-    IFNAME_MAX,
     NODE_NAME_MAX,
     AffinityTerm,
     LabelSelector,
@@ -31,6 +30,7 @@ from testbed.core.scenario.types import (
     SlicePort,
     Toleration,
 )
+from testbed.core.topology import IFNAME_MAX
 from testbed.core.yamlsrc import YList, YMap, show
 
 # -- reading values with their place ------------------------------------------------

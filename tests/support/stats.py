@@ -1,15 +1,15 @@
 """Chance windows for tests that check counts themselves, at the judge's corrected level.
 
 A fixed window (say 0.4-0.6) fails fair counts at a rate nobody chose; this asks
-the exact binomial test whether a count fits, at `judge.ALPHA`, the per-check level
-that keeps a whole suite's false alarms below one in a thousand (see judge.py).
+the exact binomial test whether a count fits, at `statistics.ALPHA`, the per-check level
+that keeps a whole suite's false alarms below one in a thousand (see verdict/statistics.py).
 """
 
 from __future__ import annotations
 
 import math
 
-from testbed.verdict.judge import ALPHA
+from testbed.verdict.statistics import ALPHA
 
 
 def binomial_p(k: int, n: int, p: float) -> float:

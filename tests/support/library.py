@@ -1,0 +1,32 @@
+"""The scenario library's runs, made once per session and shared by every test that reads them."""
+
+from __future__ import annotations
+
+from testbed.core.load import load_both
+from testbed.live import runner
+from tests.support.commands import SCENARIOS
+
+
+class LibraryRuns:
+    """Each library scenario built, probed and judged at most once per proxy mode."""
+
+    def __init__(self) -> None:
+        self._done: dict[tuple[str, str], tuple] = {}
+
+    def __call__(self, name: str, mode: str):
+        """(ScenarioResult, observations) of scenarios/NAME.yaml in `mode`."""
+        key = (name, mode)
+        if key not in self._done:
+            scenario, plan = load_both(str(SCENARIOS / f"{name}.yaml"), mode)
+            self._done[key] = runner.run_plan(plan, scenario=scenario)
+        return self._done[key]
+
+    def verdict(self, name: str, mode: str, probe: str):
+        result, _ = self(name, mode)
+        return next(v for v in result.verdicts if v.name == probe)
+
+    def observation(self, name: str, mode: str, probe: str):
+        """(Verdict, Observation) of one probe."""
+        result, observations = self(name, mode)
+        verdict = next(v for v in result.verdicts if v.name == probe)
+        return verdict, next(o for o in observations if o.probe == probe)
