@@ -332,7 +332,9 @@ def _where(doc: Any) -> str:
     return f"{doc.get('kind', 'document')}/{name}" if name else str(doc.get("kind", "document"))
 
 
-def from_documents(docs: Sequence[Mapping[str, Any]], proxy_mode: str | None = None) -> Lab:
+def from_documents(
+    docs: Sequence[Mapping[str, Any]], proxy_mode: str | None = None, kube_proxy: str | None = None
+) -> Lab:
     """`Lab.from_docs`, with errors that name the object and not only its number.
 
     Inline documents have no lines, so the loader's "line" is the document's
@@ -343,7 +345,7 @@ def from_documents(docs: Sequence[Mapping[str, Any]], proxy_mode: str | None = N
 
     plain = [dict(d) for d in docs]
     try:
-        return Lab.from_docs(plain, proxy_mode)
+        return Lab.from_docs(plain, proxy_mode, kube_proxy)
     except ScenarioError as exc:
         if not 1 <= exc.line <= len(plain):
             raise
@@ -395,13 +397,18 @@ def build(
     return from_documents(docs)
 
 
-def load(source: str | Path | Sequence[Mapping[str, Any]], proxy_mode: str | None = None) -> Lab:
+def load(
+    source: str | Path | Sequence[Mapping[str, Any]],
+    proxy_mode: str | None = None,
+    kube_proxy: str | None = None,
+) -> Lab:
     """A Lab (not yet up) from a scenario file, a built-in scenario name, or documents.
 
-    `proxy_mode` overrides the scenario's proxyMode, as `testbed run --proxy-mode` does.
+    `proxy_mode` overrides the scenario's proxyMode, as `testbed run --proxy-mode` does;
+    `kube_proxy` (builtin | upstream[@VERSION]) its kube-proxy, as `--kube-proxy` does.
     """
     if not isinstance(source, (str, Path)):
-        return from_documents(source, proxy_mode)
+        return from_documents(source, proxy_mode, kube_proxy)
     from testbed.core.errors import NotFound
     from testbed.core.library import resolve
     from testbed.live.lab import Lab
@@ -410,4 +417,4 @@ def load(source: str | Path | Sequence[Mapping[str, Any]], proxy_mode: str | Non
         path = resolve(str(source))
     except NotFound:
         path = Path(source)  # not found: the loader's error says so, with the file name
-    return Lab.from_file(str(path), proxy_mode)
+    return Lab.from_file(str(path), proxy_mode, kube_proxy)

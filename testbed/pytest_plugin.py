@@ -22,6 +22,16 @@ import pytest
 SKIP_REASON = "needs root (CAP_NET_ADMIN) to build namespaces"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--kube-proxy",
+        default=None,
+        metavar="builtin|upstream[@VERSION]",
+        help="testbed: the kube-proxy of every lab the `lab` fixture builds (default: each"
+        " scenario's own, builtin unless it says upstream)",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: builds real namespaces; needs root")
 
@@ -36,16 +46,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def lab() -> Iterator[Callable[..., Any]]:
-    """Factory: lab(scenario, proxy_mode=None) -> a Lab that is up; torn down after the test."""
+def lab(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """Factory: lab(scenario, proxy_mode=None, kube_proxy=None) -> a Lab that is up; torn
+    down after the test. `kube_proxy` (builtin | upstream[@VERSION]) defaults to the
+    --kube-proxy option."""
     if os.geteuid() != 0:
         pytest.skip(SKIP_REASON)
     from testbed.builders import load  # here: every pytest run loads the plugin, few build labs
 
     built: list[Any] = []
 
-    def make(source: str | Path | list[dict[str, Any]], proxy_mode: str | None = None) -> Any:
-        instance = load(source, proxy_mode)
+    default = request.config.getoption("--kube-proxy", default=None)
+
+    def make(
+        source: str | Path | list[dict[str, Any]],
+        proxy_mode: str | None = None,
+        kube_proxy: str | None = None,
+    ) -> Any:
+        instance = load(source, proxy_mode, kube_proxy or default)
         built.append(instance)
         return instance.up()
 

@@ -18,6 +18,7 @@ from testbed.cli.common import (
     Parser,
     add_lab_option,
     check_limits,
+    check_upstream,
     find_lab,
     lab_of,
     load_both,
@@ -57,7 +58,8 @@ def plan_json(scenario, planned) -> dict:
 
 def summary(lab) -> str:
     plan = lab.plan
-    lines = [f"lab {lab.id} is up ({plan.name}, proxy mode {plan.proxy.mode})"]
+    kp = f"upstream kube-proxy {plan.proxy.version}" if lab.upstream else "built-in rules"
+    lines = [f"lab {lab.id} is up ({plan.name}, proxy mode {plan.proxy.mode}, {kp})"]
     for node in plan.nodes:
         pods = [p for p in plan.pods if p.node == node.name]
         listed = ", ".join(f"{p.name} {p.ip}" for p in pods) or "no pods"
@@ -76,14 +78,21 @@ def summary(lab) -> str:
         )
     first = plan.clients[0].name if plan.clients else plan.nodes[0].name
     lines.append(f"try: sudo testbed exec {first} -- ping -c1 {plan.nodes[-1].ip}")
+    if lab.upstream:
+        lines.append(f"     sudo testbed kubectl --lab {lab.id} -- get svc,endpointslices -A")
+        lines.append(
+            f"     sudo testbed kubectl --lab {lab.id} -- patch svc NAME"
+            """ -p '{"spec":{"externalTrafficPolicy":"Local"}}'"""
+        )
     lines.append(f"stop: sudo testbed down {lab.id}")
     return "\n".join(lines)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     require_root()
-    scenario, plan = load_both(args.scenario, args.proxy_mode)
+    scenario, plan = load_both(args.scenario, args.proxy_mode, args.kube_proxy)
     check_limits(plan)
+    check_upstream(plan)
     print_warnings(scenario)
     from testbed.live import daemon
 
@@ -120,7 +129,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-LS_COLUMNS = ("LAB", "NAME", "PROXY MODE", "NAMESPACES", "STATUS")
+LS_COLUMNS = ("LAB", "NAME", "PROXY MODE", "KUBE-PROXY", "NAMESPACES", "STATUS")
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -144,6 +153,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
                     "name": lab.name,
                     "file": lab.file,
                     "proxyMode": lab.proxy_mode,
+                    "kubeProxy": lab.kube_proxy,
                     "namespaces": len(lab.namespaces),
                     "pid": lab.pid,
                     "status": alive.split(" ")[0],
@@ -157,7 +167,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         return 0
     columns = [tablefit.Column(t, t.lower(), keep=9 - k) for k, t in enumerate(LS_COLUMNS)]
     rows = [
-        (lab.id, lab.name, lab.proxy_mode, str(len(lab.namespaces)), alive) for lab, alive in items
+        (lab.id, lab.name, lab.proxy_mode, lab.kube_proxy, str(len(lab.namespaces)), alive)
+        for lab, alive in items
     ]
     fitted = tablefit.fit(columns, rows, output.width(args))
     for line in [*fitted.header, *(line for row in fitted.rows for line in row)]:
@@ -179,6 +190,37 @@ def cmd_exec(args: argparse.Namespace) -> int:
         raise CliError("exec needs a command after --, e.g. testbed exec client -- ping -c1 ...")
     sys.stdout.flush()
     os.execvp("ip", ["ip", "netns", "exec", ns, *argv])
+    return 0  # not reached
+
+
+def cmd_kubectl(args: argparse.Namespace) -> int:
+    """The lab's own kubectl, run inside its control plane's namespace (upstream mode)."""
+    require_root()
+    found = find_lab(args.lab)
+    from testbed.core.topology import ns_name
+    from testbed.kernel import state, upstreambin
+    from testbed.kubeproxy.objects import CONTROL_PLANE_NS
+
+    impl, _, version = found.kube_proxy.partition("@")
+    if impl != "upstream":
+        raise CliError(
+            f"lab {found.id} runs the built-in rules and has no API server"
+            " (testbed up --kube-proxy upstream SCENARIO starts one)",
+            2,
+        )
+    ns = ns_name(found.id, CONTROL_PLANE_NS)
+    admin = os.path.join(state.data_dir(found.id), "admin.kubeconfig")
+    if ns not in found.namespaces or not os.path.exists(admin):
+        raise CliError(f"lab {found.id} has no control plane yet (is it still building?)", 2)
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise CliError("kubectl needs arguments after --, e.g. testbed kubectl -- get svc -A", 2)
+    try:
+        kubectl = upstreambin.find(version).path("kubectl")
+    except Exception as exc:
+        raise CliError(str(exc), 2) from None
+    sys.stdout.flush()
+    os.execvp("ip", ["ip", "netns", "exec", ns, kubectl, f"--kubeconfig={admin}", *argv])
     return 0  # not reached
 
 
@@ -226,6 +268,15 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_kube_proxy_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--kube-proxy",
+        metavar="builtin|upstream[@VERSION]",
+        help="who writes the rules: our renderer (builtin) or the real kube-proxy (upstream);"
+        " overrides each scenario's spec.kubeProxy.implementation",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog=PROG,
@@ -244,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario", nargs="?", help="scenario file or built-in name (default: default)")
     p.add_argument("--proxy-mode", choices=modes)
     p.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C tears down")
+    add_kube_proxy_option(p)
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", help="tear down a lab")
@@ -260,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="node, pod or client name, or 'edge'")
     p.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     p.set_defaults(func=cmd_exec)
+
+    p = sub.add_parser("kubectl", help="run kubectl against a lab's API server (upstream mode)")
+    p.add_argument("--lab", help="lab id or name (default: the only lab up)")
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="-- KUBECTL ARGS...")
+    p.set_defaults(func=cmd_kubectl)
 
     p = sub.add_parser("rules", help="print the rules loaded on a node")
     p.add_argument("refs", nargs="+", metavar="[LAB] NODE")

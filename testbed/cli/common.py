@@ -42,11 +42,27 @@ def resolve_scenario(arg: str | None) -> Path:
     return resolve(arg)
 
 
-def load_both(arg: str | None, proxy_mode: str | None = None):
-    """(scenario, plan) of a scenario file or built-in name; ScenarioError names each problem."""
+def load_both(arg: str | None, proxy_mode: str | None = None, kube_proxy: str | None = None):
+    """(scenario, plan) of a scenario file or built-in name; ScenarioError names each problem
+    (a bad --kube-proxy: ChoiceError)."""
     from testbed.core import load
 
-    return load.load_both(str(resolve_scenario(arg)), proxy_mode)
+    return load.load_both(str(resolve_scenario(arg)), proxy_mode, kube_proxy)
+
+
+def check_upstream(plan) -> None:
+    """Upstream mode needs its binaries built and a plan the control plane can hold: exit 2."""
+    if plan.proxy.implementation != "upstream":
+        return
+    from testbed.core.errors import LabError
+    from testbed.kernel import upstreambin
+    from testbed.kubeproxy import objects
+
+    try:
+        objects.check(plan)
+        upstreambin.find(plan.proxy.version)
+    except LabError as exc:
+        raise CliError(f"{plan.name}: {exc}", 2) from None
 
 
 def print_warnings(scenario) -> None:

@@ -21,6 +21,7 @@ from testbed.cli.common import (
     CliError,
     add_lab_option,
     check_limits,
+    check_upstream,
     find_lab,
     lab_of,
     load_both,
@@ -57,8 +58,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     refused: dict[str, ScenarioResult] = {}
     for path in paths:  # bad input is refused before any lab is built
         try:
-            loaded[path] = load_both(path, args.proxy_mode)
+            loaded[path] = load_both(path, args.proxy_mode, args.kube_proxy)
             check_limits(loaded[path][1])
+            check_upstream(loaded[path][1])
         except TestbedError as exc:
             if len(paths) == 1:
                 raise
@@ -300,6 +302,11 @@ def add_commands(sub, modes: list[str]) -> None:
     p = sub.add_parser("run", help="build each scenario, probe it with real packets, judge")
     p.add_argument("scenarios", nargs="*", help="scenario files or names (default: the library)")
     p.add_argument("--proxy-mode", choices=modes, help="override each scenario's proxyMode")
+    p.add_argument(
+        "--kube-proxy",
+        metavar="builtin|upstream[@VERSION]",
+        help="who writes the rules: our renderer (builtin, the default) or the real kube-proxy",
+    )
     p.add_argument("--json", metavar="FILE", help="write the JSON report here")
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report here")
     p.add_argument("--html", metavar="FILE", help="draw every probe's paths on one HTML page")

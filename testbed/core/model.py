@@ -28,8 +28,11 @@ class ProxyOptions:
     # nodePortAddresses: CIDRs or "primary"; () is kube-proxy's default (iptables: every
     # local address; nftables: the node IP)
     node_port_addresses: tuple[str, ...] = ()
-    # the kube-proxy release whose rules are rendered ("v1.37.2"); "" is the reference
-    # layout the library was proven with (nftables mode as 1.34 and 1.35 write it)
+    # who writes the rules: our renderer ("builtin") or the real kube-proxy ("upstream")
+    implementation: str = "builtin"
+    # the kube-proxy release: builtin, whose rules are rendered ("" is the reference
+    # layout the library was proven with: nftables mode as 1.34 and 1.35 write it);
+    # upstream, which one runs ("" until a lab resolves it to the newest built)
     version: str = ""
 
     def node_port_ips(self, node: NodePlan) -> tuple[str, ...] | None:

@@ -48,11 +48,13 @@ def plan(
     scenario: Scenario,
     keep: Mapping[str, tuple[str, str]] | None = None,
     removed: Collection[str] = (),
+    previous: Plan | None = None,
 ) -> Plan:
     """The planned world of a validated scenario; raises ScenarioError when it cannot exist.
 
     A running lab re-plans after a change with `keep` (pod -> (node, ip) of the pods it
-    already has, so they stay put) and `removed` (pods deleted and not to come back).
+    already has, so they stay put), `removed` (pods deleted and not to come back) and
+    `previous` (the plan it runs: allocated nodePorts and health-check ports stay).
     """
     lab = scenario.lab
     net = lab.network
@@ -91,13 +93,15 @@ def plan(
             ),
             node_port_addresses=kp.node_port_addresses,
             what_if=kp.what_if,
+            implementation=kp.implementation,
+            version=kp.version,
             cluster_cidr=net.pod_cidr,
             service_cidr=net.service_cidr,
         ),
         nodes=nodes,
         pods=pods,
         clients=client_plans(scenario),
-        services=_services(scenario, pods),
+        services=_services(scenario, pods, previous),
         load_balancer=load_balancer,
         probes=lab.probes,
     )
@@ -106,7 +110,9 @@ def plan(
 # -- services ---------------------------------------------------------------------------
 
 
-def _services(scenario: Scenario, pods: tuple[PodPlan, ...]) -> tuple[ServicePlan, ...]:
+def _services(
+    scenario: Scenario, pods: tuple[PodPlan, ...], previous: Plan | None = None
+) -> tuple[ServicePlan, ...]:
     services = scenario.services
     net = scenario.lab.network
     cluster_ips = Pool(
@@ -122,7 +128,7 @@ def _services(scenario: Scenario, pods: tuple[PodPlan, ...]) -> tuple[ServicePla
             if ip and ipaddress.IPv4Address(ip) in ipaddress.IPv4Network(net.vip_cidr)
         ],
     )
-    node_ports = _NodePorts(services)
+    node_ports = _NodePorts(services, previous)
     index = _PodIndex(pods)
     slices: dict[str, list[EndpointSlice]] = defaultdict(list)
     for s in scenario.endpoint_slices:
@@ -153,14 +159,19 @@ def _services(scenario: Scenario, pods: tuple[PodPlan, ...]) -> tuple[ServicePla
                     name=port.name,
                     port=port.port,
                     protocol=port.protocol,
-                    node_port=node_ports.for_port(svc, port),
+                    node_port=node_ports.for_port(svc, port, previous),
                     target_port=port.target_port,
                     endpoints=endpoints,
                 )
             )
+        # a fresh plan allocates as an API server creating the Services in order does; a
+        # running lab's re-plan keeps what it has (`previous`), so flipping one Service to
+        # Local adds its health-check port without moving any other Service's port
         health = svc.health_check_node_port
         if health is None and svc.type == "LoadBalancer" and svc.external_policy == "Local":
-            health = node_ports.take(svc.loc, f"Service {svc.key}'s healthCheckNodePort")
+            health = node_ports.kept_health(svc.key, previous) or node_ports.take(
+                svc.loc, f"Service {svc.key}'s healthCheckNodePort"
+            )
         out.append(
             ServicePlan(
                 namespace=svc.namespace,
@@ -183,11 +194,27 @@ def _services(scenario: Scenario, pods: tuple[PodPlan, ...]) -> tuple[ServicePla
 class _NodePorts:
     """The NodePort range, lowest free first, after every explicit nodePort is set aside."""
 
-    def __init__(self, services: Iterable[Service]) -> None:
+    def __init__(self, services: Iterable[Service], previous: Plan | None = None) -> None:
         self.taken = {p.node_port for s in services for p in s.ports if p.node_port} | {
             s.health_check_node_port for s in services if s.health_check_node_port
         }
+        # a running lab's allocations stay where they are, as an API server keeps them
+        self.kept: set[int] = set()
+        if previous is not None:
+            self.kept = {p.node_port for s in previous.services for p in s.ports if p.node_port}
+            self.kept |= {
+                s.health_check_node_port for s in previous.services if s.health_check_node_port
+            }
+        self.taken |= self.kept
         self.next = NODE_PORT_RANGE[0]
+
+    @staticmethod
+    def kept_health(key: str, previous: Plan | None) -> int | None:
+        """The health-check port a running lab's Service already has."""
+        if previous is None:
+            return None
+        found = [s for s in previous.services if s.key == key]
+        return found[0].health_check_node_port if found else None
 
     def take(self, loc: Loc, what: str) -> int:
         while self.next in self.taken:
@@ -198,11 +225,18 @@ class _NodePorts:
         self.taken.add(self.next)
         return self.next
 
-    def for_port(self, svc: Service, port: ServicePort) -> int | None:
+    def for_port(self, svc: Service, port: ServicePort, previous: Plan | None = None) -> int | None:
         if port.node_port is not None:
             return port.node_port
         if not svc.has_node_port(port):
             return None
+        if previous is not None:
+            before = [s for s in previous.services if s.key == svc.key]
+            same = [
+                p for s in before for p in s.ports if (p.name, p.port) == (port.name, port.port)
+            ]
+            if same and same[0].node_port:
+                return same[0].node_port
         return self.take(port.loc, f"port {port.port} of Service {svc.key}")
 
 

@@ -28,6 +28,17 @@ POINTS = (
     "up",
     "probing",  # `testbed run`: the lab is up and a probe has just been judged
 )
+# Upstream mode's own points (spec.kubeProxy.implementation: upstream), in build order;
+# kube-proxy-K is node K's first sync.
+UPSTREAM_POINTS = (
+    "management",
+    "etcd-started",
+    "etcd-ready",
+    "apiserver-started",
+    "apiserver-ready",
+    "nodes",
+    "kube-proxy-1",
+)
 
 
 def reached(point: str) -> None:

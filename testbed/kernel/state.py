@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import pickle
+import shutil
 import stat
 import time
 from collections.abc import Iterator
@@ -39,6 +40,10 @@ class LabState:
     status: str = "building"  # building | up
     created: float = field(default_factory=time.time)
     start: int = 0  # the owner's start time (clock ticks since boot): pid + start = identity
+    # processes the lab started outside its pods (upstream mode: etcd, kube-apiserver,
+    # kube-proxy), each {"pid", "start", "name"}, recorded the moment each one starts
+    processes: list[dict] = field(default_factory=list)
+    kube_proxy: str = "builtin"  # builtin | upstream@VERSION
 
 
 @dataclass
@@ -62,6 +67,11 @@ def copy_path(lab_id: str) -> str:
 def change_paths(lab_id: str) -> tuple[str, str]:
     """A live change asked of the lab's owner, and its answer (live/control.py)."""
     return os.path.join(STATE_DIR, f"{lab_id}.change"), os.path.join(STATE_DIR, f"{lab_id}.changed")
+
+
+def data_dir(lab_id: str) -> str:
+    """The lab's own directory (upstream mode: etcd's data, keys, configs, logs)."""
+    return os.path.join(STATE_DIR, f"{lab_id}.d")
 
 
 def _files(lab_id: str) -> list[str]:
@@ -127,6 +137,9 @@ def forget(lab_id: str) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
             gone.append(path)
+    if os.path.isdir(data_dir(lab_id)) and not os.path.islink(data_dir(lab_id)):
+        shutil.rmtree(data_dir(lab_id), ignore_errors=True)
+        gone.append(data_dir(lab_id))
     return gone
 
 
@@ -196,8 +209,13 @@ def remove_lab(state: LabState) -> tuple[list[str], list[procs.Proc]]:
 
     The owner must be gone already. Returns (removed items, processes ended).
     """
+    ended = []
+    for rec in state.processes:  # by the recorded pid and start time, never by name
+        proc = procs.Proc(int(rec["pid"]), int(rec["start"]), str(rec.get("name", "")))
+        if procs.stop(proc.pid, proc.start, timeout=5.0) != "gone":
+            ended.append(proc)
     paths = [netns.path(n) for n in state.namespaces]
-    ended = procs.stop_inside(paths)
+    ended += procs.stop_inside(paths)
     removed = [f"namespace {n}" for n in state.namespaces if netns.remove(n)]
     removed += [f"state {p}" for p in forget(state.id)]
     return removed, ended

@@ -30,10 +30,12 @@ from testbed.kernel.lbview import read_routes
 from testbed.kernel.probe import capture_points
 from testbed.kernel.probe import run as run_probe
 from testbed.kernel.servers import ServerHub
+from testbed.kubeproxy import objects
 from testbed.live import changes, steps
 from testbed.live.described import described_probe
 from testbed.live.host import Host, NetnsHost
 from testbed.live.proxy import Proxy, RenderedProxy
+from testbed.live.upstream import UpstreamProxy
 from testbed.verdict import judge, oracle
 from testbed.verdict.judge import Verdict
 
@@ -74,18 +76,30 @@ class Lab:
         self.loads = {"full": 0, "delta": 0, "fallback": 0}  # per node and sync
 
     @classmethod
-    def from_scenario(cls, scenario: Scenario, proxy_mode: str | None = None, **kw) -> Lab:
-        return cls(replan(scenario, None, mode=proxy_mode), scenario=scenario, **kw)
+    def from_scenario(
+        cls,
+        scenario: Scenario,
+        proxy_mode: str | None = None,
+        kube_proxy: str | None = None,
+        **kw,
+    ) -> Lab:
+        """`kube_proxy` (builtin | upstream[@VERSION]) overrides spec.kubeProxy.implementation."""
+        planned = replan(scenario, None, mode=proxy_mode, kube_proxy=kube_proxy)
+        return cls(planned, scenario=scenario, **kw)
 
     @classmethod
-    def from_file(cls, path: str, proxy_mode: str | None = None, **kw) -> Lab:
+    def from_file(
+        cls, path: str, proxy_mode: str | None = None, kube_proxy: str | None = None, **kw
+    ) -> Lab:
         """A lab (not yet up) from a scenario file."""
-        return cls.from_scenario(loader.load(path), proxy_mode, **kw)
+        return cls.from_scenario(loader.load(path), proxy_mode, kube_proxy, **kw)
 
     @classmethod
-    def from_docs(cls, docs: list[dict], proxy_mode: str | None = None, **kw) -> Lab:
+    def from_docs(
+        cls, docs: list[dict], proxy_mode: str | None = None, kube_proxy: str | None = None, **kw
+    ) -> Lab:
         """A lab (not yet up) from YAML documents given as dicts."""
-        return cls.from_scenario(loader.load_dict(docs, "<inline>"), proxy_mode, **kw)
+        return cls.from_scenario(loader.load_dict(docs, "<inline>"), proxy_mode, kube_proxy, **kw)
 
     @classmethod
     def attach(cls, found: state.LabState) -> Lab:
@@ -106,7 +120,27 @@ class Lab:
         attached = cls(planned, lab_id=found.id, serve=False, scenario=scenario)
         attached.removed = removed
         attached.attached = True
+        if planned.proxy.implementation == "upstream":
+            attached.proxy = UpstreamProxy.attach(planned, attached.wiring)
         return attached
+
+    @property
+    def upstream(self) -> bool:
+        """Does the real kube-proxy run in this lab (upstream mode)?"""
+        return self.plan.proxy.implementation == "upstream"
+
+    def _namespaces(self, wiring: topology.Wiring) -> list[str]:
+        """Every namespace the lab makes: the wiring's, and the control plane's in upstream mode."""
+        names = [wiring.ns(s) for s in wiring.namespaces]
+        if self.upstream:
+            names.append(wiring.ns(objects.CONTROL_PLANE_NS))
+        return names
+
+    def _record(self, proc: procs.Proc) -> None:
+        """Name a process the lab started in its record, the moment it starts."""
+        if self._state is not None:
+            self._state.processes.append({"pid": proc.pid, "start": proc.start, "name": proc.name})
+            state.save(self._state)
 
     # -- life cycle -------------------------------------------------------
 
@@ -114,7 +148,7 @@ class Lab:
         """Create this lab's state file under an id nobody holds (O_EXCL decides)."""
         owner = procs.me()
         for _ in range(ID_TRIES):
-            names = [self.wiring.ns(s) for s in self.wiring.namespaces]
+            names = self._namespaces(self.wiring)
             record = state.LabState(
                 id=self.id,
                 name=self.plan.name,
@@ -123,6 +157,7 @@ class Lab:
                 namespaces=names,
                 pid=owner.pid,
                 start=owner.start,
+                kube_proxy=(f"upstream@{self.plan.proxy.version}" if self.upstream else "builtin"),
             )
             # under the lock `down` and `clean` hold while they remove a lab, so an id they
             # are freeing is never reused before its namespaces are gone
@@ -140,11 +175,23 @@ class Lab:
 
     def up(self) -> Lab:
         limits.check(self.plan)  # refuse what the machine cannot hold, before anything exists
+        if self.upstream:  # a bad scenario or an unbuilt version is refused here too
+            upstream = UpstreamProxy(self.plan, on_started=self._record)
+            # the version that runs, and the NodePort addresses its config file gives (the
+            # node IP, unless the scenario says): the renderer, the oracle and `rules
+            # --diff` then describe exactly the kube-proxy that runs
+            proxy = replace(self.plan.proxy, version=upstream.version)
+            if not proxy.node_port_addresses:  # not on 127.0.0.1 either, as in kube-proxy
+                proxy = replace(proxy, node_port_addresses=("primary",), localhost_nodeports=False)
+            self.plan = replace(self.plan, proxy=proxy)
+            self.proxy = upstream
         try:
             self._claim()
             state.save_copy(self.id, self.scenario, self.plan, self.removed)
             reached("state-saved")
             self.host.make(self.wiring, on_made=self._made.append)
+            if isinstance(self.proxy, UpstreamProxy):
+                self.proxy.bind(self.wiring).start(self.plan, self.host.make, self._made.append)
             if self.serve:
                 self.hub = ServerHub() if self.seen_limit is None else ServerHub(self.seen_limit)
                 self.hub.start()
@@ -266,7 +313,7 @@ class Lab:
             raise LabError(f"pods cannot move in a running lab: {', '.join(sorted(moved))}")
         gone, added = old.keys() - new.keys(), new.keys() - old.keys()
         wiring = topology.wire(plan, self.id)
-        final = [wiring.ns(s) for s in wiring.namespaces]
+        final = self._namespaces(wiring)
         if self._state is not None:  # record before creating, so a crash leaves a full record
             self._state.namespaces = sorted(set(self._state.namespaces) | set(final))
             state.save(self._state)
@@ -298,7 +345,8 @@ class Lab:
 
     def _replan(self, scenario: Scenario) -> None:
         planned = replan(scenario, self.plan, self.removed, mode=self.plan.proxy.mode)
-        planned = replace(planned, probes=self.plan.probes)
+        # the kube-proxy in place stays (a --kube-proxy override and the version it resolved)
+        planned = replace(planned, probes=self.plan.probes, proxy=self.plan.proxy)
         self.change(planned)
         self.scenario = scenario
         if self._state is not None:
@@ -344,7 +392,8 @@ class Lab:
             self.edge.follow_plan()
 
     def set_proxy_health(self, node: str, healthy: bool) -> None:
-        """Mark kube-proxy on a node (un)healthy: its /healthz and service checks say 503."""
+        """Mark a node's kube-proxy unhealthy as production does (the Node tainted for
+        deletion, KEP-3836): /healthz says 503; healthCheckNodePorts follow endpoints."""
         self.plan.node(node)
         self.proxy.set_healthy(node, healthy)
         if self.hub is not None:
@@ -409,19 +458,26 @@ class Lab:
         points = [Point(self.ns(n), ifname, f"{n}/{ifname}") for n in chosen]
         return Capture(points, keep_raw=True)
 
-    def send(self, probe: ProbePlan, timeout: float | None = None) -> Observation:
-        """Send one probe's attempts and explain what the captures saw (no judgement)."""
+    def send(
+        self, probe: ProbePlan, timeout: float | None = None, plan: Plan | None = None
+    ) -> Observation:
+        """Send one probe's attempts and explain what the captures saw (no judgement).
+
+        `plan`: the world to send in (upstream mode: as the API server holds it)."""
         extra = {} if timeout is None else {"timeout": timeout}
-        observed = run_probe(self.plan, self.wiring, self.captures, probe, **extra)
+        observed = run_probe(plan or self.plan, self.wiring, self.captures, probe, **extra)
         if not self.keep_raw_frames:  # frames are explained; keep memory flat over many probes
             self.captures.clear()  # (kept for pcaps: the runner clears once it wrote them)
         return observed
 
     def observe(self, probe: ProbePlan):
         """Run one probe and return (Observation, Verdict): what happened and the judgement."""
-        observed = self.send(probe)
-        predicted = oracle.predict(self.plan, probe, lb_nodes=self.lb_nodes())
-        return observed, judge.judge(probe, observed, predicted, self.plan)
+        plan = self.plan
+        if isinstance(self.proxy, UpstreamProxy):  # the API server is the truth
+            plan = self.proxy.api_plan(self.plan)
+        observed = self.send(probe, plan=plan)
+        predicted = oracle.predict(plan, probe, lb_nodes=self.lb_nodes())
+        return observed, judge.judge(probe, observed, predicted, plan)
 
     def probe(
         self,

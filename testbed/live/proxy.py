@@ -40,7 +40,9 @@ class Proxy(Protocol):
         ...
 
     def set_healthy(self, node: str, healthy: bool) -> None:
-        """Mark kube-proxy on a node (un)healthy: its checks answer 503 while unhealthy."""
+        """Mark a node's kube-proxy (un)healthy the way production does: the Node tainted
+        ToBeDeletedByClusterAutoscaler, so /healthz answers 503 (healthCheckNodePorts do not
+        change: they follow local endpoints)."""
         ...
 
     def rules(self, ns: str, mode: str) -> str:
@@ -95,15 +97,16 @@ class RenderedProxy:
         wanted: set[tuple[str, int]] = set()
         for node in plan.nodes:
             ns = wiring.ns(node.name)
-            healthy = node.name not in self._unhealthy
-            self.hub.set_proxy_health(ns, node.ip, healthy)
+            # unhealthy as production makes it: the Node is tainted for deletion (KEP-3836),
+            # so /healthz answers 503 (nodeEligible false) while kube-proxy itself is fine
+            # and every healthCheckNodePort still answers by its local endpoints
+            eligible = node.name not in self._unhealthy
+            self.hub.set_proxy_health(ns, node.ip, True, node_eligible=eligible)
             for svc in plan.services:
                 if svc.external_local and svc.health_check_node_port:
                     port = svc.health_check_node_port
                     count = self.health_count(svc, node.name)
-                    self.hub.set_health(
-                        ns, node.ip, port, svc.namespace, svc.name, count, proxy_healthy=healthy
-                    )
+                    self.hub.set_health(ns, node.ip, port, svc.namespace, svc.name, count)
                     wanted.add((ns, port))
         for ns, port in self._health - wanted:
             self.hub.drop_health(ns, port)

@@ -94,7 +94,7 @@ class FakeHub:
         return self.health.pop((ns, port), None) is not None
 
     def set_proxy_health(self, ns, node_ip, healthy, node_eligible=True) -> None:
-        self.proxy_healthy[ns] = healthy
+        self.proxy_healthy[ns] = healthy and node_eligible  # what /healthz answers
 
     def answer(self, ns: str, port: int) -> int:
         """The status a health check of `port` in `ns` would get now (404: nobody serves)."""

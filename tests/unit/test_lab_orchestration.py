@@ -150,9 +150,11 @@ def test_health_answers_follow_the_endpoints_the_proxy_programmed(lab):
     where = lab.plan.pod("web-0").node
     answers = {n.name: hub.answer(lab.wiring.ns(n.name), port) for n in lab.plan.nodes}
     assert answers == {n.name: 200 if n.name == where else 503 for n in lab.plan.nodes}
-    lab.set_proxy_health(where, False)
-    assert hub.answer(lab.wiring.ns(where), port) == 503
+    lab.set_proxy_health(where, False)  # the Node tainted for deletion, as upstream's
+    assert hub.proxy_healthy[lab.wiring.ns(where)] is False  # /healthz: 503
+    assert hub.answer(lab.wiring.ns(where), port) == 200  # the service check: its endpoint
     lab.set_proxy_health(where, True)
+    assert hub.proxy_healthy[lab.wiring.ns(where)] is True
     lab.scale("web", 3)  # one pod per node now
     assert {hub.answer(lab.wiring.ns(n.name), port) for n in lab.plan.nodes} == {200}
 

@@ -10,11 +10,13 @@ from testbed.core.model import (
     LoadBalancerConfig,
 )
 from testbed.core.scenario.types import (
+    IMPLEMENTATIONS,
     KNOWN_FAULTS,
     MAX_NODES,
     MIN_CHECK_INTERVAL,
     MIN_CHECK_TIMEOUT,
     RESERVED_NAMES,
+    VERSION,
     ClientSpec,
     KubeProxySpec,
     LabNode,
@@ -205,9 +207,18 @@ class LabReading:
                 "localhostNodePorts",
                 "whatIf",
                 "nodePortAddresses",
+                "implementation",
+                "version",
             )
         )
         out = KubeProxySpec()
+        if (v := kp_v.get("implementation")) is not None:
+            out = replace(out, implementation=v.enum(*IMPLEMENTATIONS))
+        if (v := kp_v.get("version")) is not None:
+            text = v.string()
+            if not VERSION.fullmatch(text):
+                v.fail(f"{show(text)} is not a Kubernetes version like v1.37.2")
+            out = replace(out, version="v" + text.removeprefix("v"))
         if (v := kp_v.get("masqueradeAll")) is not None:
             out = replace(out, masquerade_all=v.boolean())
         if (v := kp_v.get("detectLocalMode")) is not None:

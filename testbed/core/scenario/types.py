@@ -4,6 +4,7 @@ objects (Lab, Node, Service, workloads, Pod, EndpointSlice) as plain frozen data
 from __future__ import annotations
 
 import platform
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -23,6 +24,8 @@ MAX_PODS = 100_000
 MAX_PROBE_COUNT = 100_000
 DEFAULT_AFFINITY_TIMEOUT = 10800
 KNOWN_FAULTS = frozenset({"no-snat"})
+IMPLEMENTATIONS = ("builtin", "upstream")  # spec.kubeProxy.implementation
+VERSION = re.compile(r"v?\d+\.\d+\.\d+")  # spec.kubeProxy.version
 RESERVED_NAMES = frozenset({"edge"})  # the lab's router
 SHARE_TOLERANCE = 0.02
 HOSTNAME_LABEL = "kubernetes.io/hostname"
@@ -151,6 +154,8 @@ class KubeProxySpec:
     localhost_nodeports: bool = True
     what_if: tuple[str, ...] = ()
     node_port_addresses: tuple[str, ...] = ()  # CIDRs or "primary"; () = kube-proxy's default
+    implementation: str = "builtin"  # builtin | upstream
+    version: str = ""  # vX.Y.Z of upstream Kubernetes ("": the newest built)
 
 
 CHANGE_ACTIONS = ("deletePod", "scale", "setPolicy", "proxyHealthy", "edgeHealthChecks")
