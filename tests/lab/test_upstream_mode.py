@@ -73,10 +73,12 @@ def test_kubectl_lists_the_scenarios_objects_and_a_flip_to_local_drops(lab):
     patch = '{"spec":{"externalTrafficPolicy":"Local"}}'
     flipped = run_testbed("kubectl", "--lab", built.id, "--", "patch", "svc", "web", "-p", patch)
     assert flipped.returncode == 0, flipped.stderr
-    after = built.probe(
-        source="client", service="web", via="nodePort", node="node-2", count=5
-    ).observed
+    judged = built.probe(source="client", service="web", via="nodePort", node="node-2", count=5)
+    after = judged.observed
     assert after["dropped"] == 5, after  # node-2 runs no web pod: Local drops it
+    # the oracle read the Service from the API server: it predicted the drop too
+    assert judged.passed, judged.reasons
+    assert (judged.oracle["outcome"], judged.oracle["completed"]) == ("dropped", 0), judged.oracle
     through_pod_node = built.probe(
         source="client", service="web", via="nodePort", node="node-1", count=5
     ).observed

@@ -11,13 +11,15 @@ class LibraryRuns:
     """Each library scenario built, probed and judged at most once per proxy mode."""
 
     def __init__(self) -> None:
-        self._done: dict[tuple[str, str], tuple] = {}
+        self._done: dict[tuple[str, str, str], tuple] = {}
 
-    def __call__(self, name: str, mode: str):
-        """(ScenarioResult, observations) of scenarios/NAME.yaml in `mode`."""
-        key = (name, mode)
+    def __call__(self, name: str, mode: str, kube_proxy: str = "builtin"):
+        """(ScenarioResult, observations) of scenarios/NAME.yaml in `mode`, with our
+        renderer (builtin) or the real kube-proxy (upstream)."""
+        key = (name, mode, kube_proxy)
         if key not in self._done:
-            scenario, plan = load_both(str(SCENARIOS / f"{name}.yaml"), mode)
+            path = str(SCENARIOS / f"{name}.yaml")
+            scenario, plan = load_both(path, mode, kube_proxy)
             self._done[key] = runner.run_plan(plan, scenario=scenario)
         return self._done[key]
 

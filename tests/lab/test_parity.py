@@ -1,0 +1,61 @@
+"""Proof both ways: every library scenario under our renderer and under the real kube-proxy.
+
+The same file, the same proxy mode, two labs: one whose rules our renderer wrote
+(builtin), one where the pinned upstream kube-proxy wrote them from a real API server
+(upstream, the default version). The verdicts must be the same, and so must what the
+packets showed, as distributions (tests/support/parity.py). The builtin runs are the
+session's shared library runs; the upstream ones are made here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from testbed.core.errors import TestbedError
+from testbed.core.load import load_both
+from testbed.live.lab import Lab
+from tests.support.parity import CHECKS_PER_PROBE, differences
+
+pytestmark = pytest.mark.lab
+
+LIBRARY = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
+MODES = ("iptables", "nftables")
+BUILTIN_ONLY = {"no-snat-broken-return"}  # its whatIf fault is one only our renderer commits
+MAX_PROBES = 60  # an upper bound on the library's probes, for the level below
+# The parity checks share one thousandth of the suite's one-in-a-thousand false alarms.
+ALPHA = 1e-4 / (CHECKS_PER_PROBE * MAX_PROBES * len(MODES))
+
+
+def test_the_level_covers_the_library() -> None:
+    probes = sum(len(load_both(str(p))[1].probes) for p in LIBRARY)
+    assert probes <= MAX_PROBES, f"{probes} probes: raise MAX_PROBES so ALPHA stays honest"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "path", [p for p in LIBRARY if p.stem not in BUILTIN_ONLY], ids=lambda p: p.stem
+)
+def test_upstream_kube_proxy_gives_what_our_renderer_gives(library_runs, path, mode):
+    ours, our_obs = library_runs(path.stem, mode)
+    theirs, their_obs = library_runs(path.stem, mode, "upstream")
+    assert theirs.error is None, theirs.error
+    failing = {v.name: v.reasons for v in theirs.verdicts if not v.passed}
+    assert not failing, failing
+    plan = load_both(str(path), mode)[1]
+    pairs = [
+        [(v.passed, o) for v, o in zip(r.verdicts, obs, strict=True)]
+        for r, obs in ((ours, our_obs), (theirs, their_obs))
+    ]
+    found = differences(plan, pairs[0], pairs[1], ALPHA)
+    assert not found, "\n".join(found)
+
+
+def test_a_fault_only_our_renderer_commits_is_refused_in_upstream_mode() -> None:
+    scenario, plan = load_both(
+        str(LIBRARY[0].parent / "no-snat-broken-return.yaml"), None, "upstream"
+    )
+    with pytest.raises(TestbedError, match="whatIf no-snat") as caught:
+        Lab(plan, scenario=scenario).up()
+    assert "\n" not in str(caught.value)
