@@ -30,6 +30,7 @@ from testbed.bench.labs import bench_default, bench_scale, child_scale
 from testbed.bench.probes import bench_memory, bench_probes, bench_startup, probe_batches
 from testbed.bench.rules import bench_rules
 from testbed.bench.sandbox import Sandbox, scale_plan, wiring_seconds
+from testbed.bench.upstream import bench_upstream
 from testbed.bench.worlds import Config, bulk_services, ip_batch, one_change
 from testbed.core.errors import NeedsRoot, UsageError
 
@@ -60,6 +61,7 @@ BENCHES: dict[str, Callable[[Config, Sandbox, Callable[[str], None]], list[Figur
     "probes": bench_probes,
     "startup": bench_startup,
     "memory": bench_memory,
+    "upstream": bench_upstream,
 }
 
 

@@ -314,7 +314,6 @@ def kube_proxy_config(node: NodePlan, plan: Plan, kubeconfig_path: str) -> str:
             for entry in proxy.node_port_addresses or ("primary",)
         ],
         "mode": proxy.mode,
-        "masqueradeAll": proxy.masquerade_all,
         "healthzBindAddress": f"{node.ip}:{HEALTHZ_PORT}",
         "metricsBindAddress": f"{node.ip}:{METRICS_PORT}",
         "conntrack": {"maxPerCore": 0},  # nf_conntrack_max is read-only outside the first ns
@@ -325,6 +324,9 @@ def kube_proxy_config(node: NodePlan, plan: Plan, kubeconfig_path: str) -> str:
     else:
         config["detectLocalMode"] = proxy.detect_local_mode
         config["clusterCIDR"] = proxy.cluster_cidr
+    # masqueradeAll lives under the mode's own section (KubeProxyIPTablesConfiguration,
+    # KubeProxyNFTablesConfiguration); a top-level key would only be warned about
+    config[proxy.mode] = {"masqueradeAll": proxy.masquerade_all}
     if proxy.mode == "iptables":
-        config["iptables"] = {"localhostNodePorts": proxy.localhost_nodeports}
+        config["iptables"]["localhostNodePorts"] = proxy.localhost_nodeports
     return json.dumps(config, indent=1)

@@ -136,6 +136,12 @@ class Lab:
             names.append(wiring.ns(objects.CONTROL_PLANE_NS))
         return names
 
+    @property
+    def processes(self) -> list[dict]:
+        """The processes this lab started outside its pods (upstream mode: etcd,
+        kube-apiserver, every kube-proxy), as recorded: pid, start time, name."""
+        return list(self._state.processes) if self._state is not None else []
+
     def _record(self, proc: procs.Proc) -> None:
         """Name a process the lab started in its record, the moment it starts."""
         if self._state is not None:

@@ -53,9 +53,12 @@ def test_upstream_kube_proxy_gives_what_our_renderer_gives(library_runs, path, m
 
 
 def test_a_fault_only_our_renderer_commits_is_refused_in_upstream_mode() -> None:
-    scenario, plan = load_both(
-        str(LIBRARY[0].parent / "no-snat-broken-return.yaml"), None, "upstream"
-    )
-    with pytest.raises(TestbedError, match="whatIf no-snat") as caught:
-        Lab(plan, scenario=scenario).up()
+    path = LIBRARY[0].parent / "no-snat-broken-return.yaml"
+    scenario, plan = load_both(str(path), None, "upstream")
+    lab = Lab(plan, scenario=scenario)
+    try:
+        with pytest.raises(TestbedError, match="whatIf no-snat") as caught:
+            lab.up()
+    finally:
+        lab.down()  # had it come up, nothing stays behind
     assert "\n" not in str(caught.value)

@@ -149,6 +149,19 @@ def test_kube_proxy_config_pins_the_fabric_address():
     assert (config["mode"], config["clusterCIDR"]) == ("iptables", plan.network.pod_cidr)
 
 
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_masquerade_all_and_node_port_addresses_go_where_kube_proxy_reads_them(mode):
+    plan = planned("default")
+    proxy = replace(
+        plan.proxy, mode=mode, masquerade_all=True, node_port_addresses=("primary", "10.0.0.0/8")
+    )
+    node = plan.nodes[0]
+    config = json.loads(objects.kube_proxy_config(node, replace(plan, proxy=proxy), "/k"))
+    assert "masqueradeAll" not in config  # not a top-level field of KubeProxyConfiguration
+    assert config[mode]["masqueradeAll"] is True
+    assert config["nodePortAddresses"] == [f"{node.ip}/32", "10.0.0.0/8"]
+
+
 def test_node_port_range_widens_to_what_the_plan_gives():
     plan = planned("default")
     assert objects.node_port_range(plan) == "30000-32767"
