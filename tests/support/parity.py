@@ -48,8 +48,12 @@ def differences(
     ours: Sequence[tuple[bool, Observation]],
     theirs: Sequence[tuple[bool, Observation]],
     alpha: float,
+    sticky: Sequence[str] = (),
 ) -> list[str]:
-    """What differs between two runs' probes, given as (passed, observation) in order."""
+    """What differs between two runs' probes, given as (passed, observation) in order.
+
+    `sticky`: probes under session affinity, whose one pod is each lab's own draw: there
+    the number of pods answering is compared, not which."""
     out: list[str] = []
     if [o.probe for _, o in ours] != [o.probe for _, o in theirs]:
         return [f"probes differ: {[o.probe for _, o in ours]} vs {[o.probe for _, o in theirs]}"]
@@ -58,9 +62,13 @@ def differences(
             out.append(f"{a.probe}: verdict {passed_a} (builtin) vs {passed_b} (upstream)")
         ends_a = Counter({e: a.ended(e) for e in ENDS})
         ends_b = Counter({e: b.ended(e) for e in ENDS})
+        pods_a, pods_b = a.pods, b.pods
+        if a.probe in sticky:  # which pod is a draw; how many is the behaviour
+            pods_a = Counter({"one pod" if len(pods_a) == 1 else "several": pods_a.total()})
+            pods_b = Counter({"one pod" if len(pods_b) == 1 else "several": pods_b.total()})
         for what, x, y in (
             ("ends", ends_a, ends_b),
-            ("pods", a.pods, b.pods),
+            ("pods", pods_a, pods_b),
             ("source kinds", source_kinds(plan, a), source_kinds(plan, b)),
         ):
             same, p = _same(x, y, alpha)

@@ -47,3 +47,12 @@ def test_each_kind_of_difference_is_named() -> None:
     kinds = differences(plan, [(True, base)], [(True, snat)], ALPHA)
     assert any("source kinds" in d for d in kinds)
     assert source_kinds(plan, snat) == {"node": 300}
+
+
+def test_under_session_affinity_the_number_of_pods_is_compared_not_which() -> None:
+    plan = load_plan()
+    one, other, both = obs({"web-0": 50}), obs({"web-2": 50}), obs({"web-0": 25, "web-2": 25})
+    assert any("pods" in d for d in differences(plan, [(True, one)], [(True, other)], ALPHA))
+    assert differences(plan, [(True, one)], [(True, other)], ALPHA, sticky=["p"]) == []
+    found = differences(plan, [(True, one)], [(True, both)], ALPHA, sticky=["p"])
+    assert any("pods" in d for d in found)
