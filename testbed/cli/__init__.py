@@ -20,6 +20,7 @@ from testbed.cli.common import (
     check_limits,
     check_upstream,
     find_lab,
+    lab_namespace,
     lab_of,
     load_both,
     print_warnings,
@@ -179,12 +180,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_exec(args: argparse.Namespace) -> int:
     require_root()
     found = find_lab(lab_of(args))
-    from testbed.core.topology import ns_name
-
-    ns = ns_name(found.id, args.name)
-    if ns not in found.namespaces:
-        known = ", ".join(n.removeprefix(ns_name(found.id, "")) for n in found.namespaces)
-        raise CliError(f"no namespace {args.name!r} in lab {found.id} (known: {known})")
+    ns = lab_namespace(found, args.name)
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise CliError("exec needs a command after --, e.g. testbed exec client -- ping -c1 ...")

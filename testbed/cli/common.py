@@ -117,3 +117,14 @@ def lab_of(args: argparse.Namespace) -> str | None:
     if flag and positional and flag != positional:
         raise CliError(f"two labs named: {positional!r} and --lab {flag!r}; give one", 2)
     return flag or positional
+
+
+def lab_namespace(found, name: str) -> str:
+    """The namespace of node, pod or client `name` in a recorded lab (exec, shell)."""
+    from testbed.core.topology import ns_name
+
+    ns = ns_name(found.id, name)
+    if ns not in found.namespaces:
+        known = ", ".join(n.removeprefix(ns_name(found.id, "")) for n in found.namespaces)
+        raise CliError(f"no namespace {name!r} in lab {found.id} (known: {known})")
+    return ns

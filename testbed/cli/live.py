@@ -11,19 +11,21 @@ import argparse
 import os
 import sys
 
-from testbed.cli.common import CliError, add_lab_option, find_lab, lab_of, require_root
+from testbed.cli.common import (
+    CliError,
+    add_lab_option,
+    find_lab,
+    lab_namespace,
+    lab_of,
+    require_root,
+)
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
     """An interactive shell inside one namespace of the lab, like `docker exec -it`."""
     require_root()
-    from testbed.core.topology import ns_name
-
     found = find_lab(lab_of(args))
-    ns = ns_name(found.id, args.name)
-    if ns not in found.namespaces:
-        known = ", ".join(n.removeprefix(ns_name(found.id, "")) for n in found.namespaces)
-        raise CliError(f"no namespace {args.name!r} in lab {found.id} (known: {known})", 2)
+    ns = lab_namespace(found, args.name)
     shell = os.environ.get("SHELL") or "/bin/bash"
     if not os.path.exists(shell):
         shell = "/bin/sh"

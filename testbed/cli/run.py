@@ -298,6 +298,23 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+def add_target_options(p: argparse.ArgumentParser, node_help: str) -> None:
+    """The lab, the source and the target: the same words on `probe` and `trace`."""
+    p.add_argument("lab", nargs="?", help="lab id or name (default: the only lab up)")
+    add_lab_option(p)
+    p.add_argument("--from", dest="source", required=True, help="client, pod or node name")
+    p.add_argument("--to", help="service (name or namespace/name)")
+    p.add_argument(
+        "--via",
+        default="clusterIP",
+        choices=["clusterIP", "nodePort", "loadBalancer", "externalIP"],
+    )
+    p.add_argument("--node", help=node_help)
+    p.add_argument("--port", type=port, help="service port number or name (default: the first)")
+    p.add_argument("--address", type=ipv4, help="a raw target IPv4 address instead of a service")
+    p.add_argument("--protocol", choices=["TCP", "UDP"], help="default: the service port's")
+
+
 def add_commands(sub, modes: list[str]) -> None:
     p = sub.add_parser("run", help="build each scenario, probe it with real packets, judge")
     p.add_argument("scenarios", nargs="*", help="scenario files or names (default: the library)")
@@ -323,21 +340,7 @@ def add_commands(sub, modes: list[str]) -> None:
     p.set_defaults(func=cmd_lb)
 
     p = sub.add_parser("probe", help="probe a lab left up by `testbed up`")
-    p.add_argument("lab", nargs="?", help="lab id or name (default: the only lab up)")
-    add_lab_option(p)
-    p.add_argument("--from", dest="source", required=True, help="client, pod or node name")
-    p.add_argument("--to", help="service (name or namespace/name)")
-    p.add_argument(
-        "--via",
-        default="clusterIP",
-        choices=["clusterIP", "nodePort", "loadBalancer", "externalIP"],
-    )
-    p.add_argument(
-        "--node", help="for --via nodePort: whose address ('*': every node, one row each)"
-    )
-    p.add_argument("--port", type=port, help="service port number or name (default: the first)")
-    p.add_argument("--address", type=ipv4, help="a raw target IPv4 address instead of a service")
-    p.add_argument("--protocol", choices=["TCP", "UDP"], help="default: the service port's")
+    add_target_options(p, node_help="for --via nodePort: whose address ('*': every node)")
     p.add_argument(
         "--count",
         type=count,

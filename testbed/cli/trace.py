@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from testbed.cli.common import CliError, add_lab_option, find_lab, lab_of, require_root
+from testbed.cli.common import CliError, find_lab, lab_of, require_root
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -53,21 +53,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    from testbed.cli.run import ipv4, port
+    from testbed.cli.run import add_target_options
 
     p = sub.add_parser("trace", help="send one marked packet; show the rules each node ran for it")
-    p.add_argument("lab", nargs="?", help="lab id or name (default: the only lab up)")
-    add_lab_option(p)
-    p.add_argument("--from", dest="source", required=True, help="client, pod or node name")
-    p.add_argument("--to", help="service (name or namespace/name)")
-    p.add_argument(
-        "--via",
-        default="clusterIP",
-        choices=["clusterIP", "nodePort", "loadBalancer", "externalIP"],
-    )
-    p.add_argument("--node", help="for --via nodePort: whose address")
-    p.add_argument("--port", type=port, help="service port number or name (default: the first)")
-    p.add_argument("--address", type=ipv4, help="a raw target IPv4 address instead of a service")
-    p.add_argument("--protocol", choices=["TCP", "UDP"], help="default: the service port's")
+    add_target_options(p, node_help="for --via nodePort: whose address")
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_trace)
