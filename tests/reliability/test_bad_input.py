@@ -45,7 +45,10 @@ FILE_LEVEL = re.compile(
 # Errors that are about one field but do not name it yet (the planner reports them by
 # the pod's name). Listed so a new one fails here and a fixed one must be removed.
 NO_FIELD_YET = {"pod-ip-outside-node-cidr"}
-LOADER_SECONDS = 1.0
+# A guard against blow-ups (an alias bomb, quadratic checks), not a speed goal: the
+# loader's speed is the benchmark's ("start-up: testbed plan default"). CPU seconds of
+# this process, so a machine busy with other work does not make it fail.
+LOADER_SECONDS = 5.0
 
 SELECTS_NOTHING = """apiVersion: testbed/v1alpha1
 kind: Lab
@@ -89,15 +92,15 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[tuple[Path
 
 def load_error(path: Path) -> tuple[ScenarioError | None, float]:
     """The loader's error for `path` (what the CLI runs: load, then plan) and its seconds."""
-    started = time.perf_counter()
+    started = time.process_time()
     try:
         replan(scenario.load(path), None)
     except ScenarioError as exc:
-        return exc, time.perf_counter() - started
-    return None, time.perf_counter() - started
+        return exc, time.process_time() - started
+    return None, time.process_time() - started
 
 
-def test_the_loader_refuses_every_bad_file_in_one_line_in_under_a_second(corpus):
+def test_the_loader_refuses_every_bad_file_in_one_line_without_blowing_up(corpus):
     assert len(corpus) >= 60
     messages: dict[str, str] = {}
     fields = 0
@@ -106,8 +109,6 @@ def test_the_loader_refuses_every_bad_file_in_one_line_in_under_a_second(corpus)
     slowest = (0.0, "")
     for path, expect in corpus:
         error, seconds = load_error(path)
-        if seconds >= LOADER_SECONDS:  # a busy machine: the best of two is the loader's own
-            error, seconds = min(load_error(path), load_error(path), key=lambda r: r[1])
         assert error is not None, f"{path} loaded"
         text = str(error)
         assert "\n" not in text and "\r" not in text and len(text) < 400, text
@@ -168,13 +169,13 @@ def mutated(draw) -> bytes:
 )
 @given(mutated())
 def test_mutated_files_load_or_fail_in_one_line_quickly(data: bytes):
-    started = time.perf_counter()
+    started = time.process_time()
     try:
         replan(scenario.loads(data, "fuzz.yaml"), None)
     except ScenarioError as exc:
         text = str(exc)
         assert "\n" not in text and re.match(r"fuzz\.yaml:\d+: ", text), text
-    assert time.perf_counter() - started < LOADER_SECONDS
+    assert time.process_time() - started < LOADER_SECONDS
 
 
 def test_a_selector_matching_nothing_is_not_an_error(tmp_path: Path, private: Private):
