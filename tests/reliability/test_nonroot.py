@@ -48,7 +48,7 @@ UNIT_SUBSET = [
     "tests/unit/test_nftables_render.py",
     "tests/unit/test_healthcheck.py",
     "tests/reliability/test_limits.py",
-    "tests/reliability/test_bad_input.py::test_the_loader_refuses_every_bad_file_in_one_line_in_under_a_second",
+    "tests/reliability/test_bad_input.py::test_the_loader_refuses_every_bad_file_in_one_line_without_blowing_up",
 ]
 
 
