@@ -52,8 +52,6 @@ LAB_VALUES = {
     "net/ipv4/icmp_ratelimit": "0",
     "net/ipv4/fib_multipath_hash_policy": "1",
 }
-# Other people's labs and benchmarks come and go meanwhile: tb-, tbb-, tbr-<pid>- ...
-OTHERS = re.compile(r"^tb[a-z0-9]*-")
 INET_TABLES = ("tcp", "tcp6", "udp", "udp6", "raw", "raw6")
 
 
@@ -90,16 +88,19 @@ def host_snapshot(own_prefix: str) -> dict[str, str]:
     for key in SYSCTLS:
         with open(f"/proc/sys/{key}") as handle:
             snap[key] = handle.read().strip()
+    # Other people's labs and benchmarks come and go meanwhile, under prefixes of their
+    # own (TESTBED_NS_PREFIX); every namespace this run makes carries `own_prefix`.
     names = netns_names()
-    snap["netns"] = "\n".join(n for n in names if not OTHERS.match(n))
     snap["own-netns"] = "\n".join(n for n in names if n.startswith(own_prefix))
     with open("/proc/self/mountinfo") as handle:
         mounts = []
         for line in handle:
             fields = line.split()
             point = fields[4]
-            lab = point.startswith("/run/netns/") and OTHERS.match(point[len("/run/netns/") :])
-            if not lab or point.startswith(f"/run/netns/{own_prefix}"):
+            others = point.startswith("/run/netns/") and not point.startswith(
+                f"/run/netns/{own_prefix}"
+            )
+            if not others:
                 mounts.append(" ".join([fields[3], point, *fields[fields.index("-") :]]))
         snap["mounts"] = "\n".join(sorted(mounts))
     return snap

@@ -124,6 +124,28 @@ def test_a_pytest_owned_lab_survives_a_concurrent_clean(private: Private, tmp_pa
     assert private.namespaces() == set() and private.state_files() == set()
 
 
+def test_sigterm_to_pytest_tears_its_labs_down(private: Private, tmp_path: Path):
+    """A cancelled CI job: SIGTERM stops pytest like Ctrl-C, and the lab fixture cleans up."""
+    test_file = tmp_path / "test_owner.py"
+    test_file.write_text(PYTEST_OWNER)
+    env = dict(private.env, HANDSHAKE=str(tmp_path))
+    owner = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    private.procs.append(owner)
+    assert wait_until(lambda: (tmp_path / "id").exists() or owner.poll() is not None, 120)
+    assert len(private.namespaces()) == 9
+    owner.send_signal(signal.SIGTERM)
+    out, _ = owner.communicate(timeout=120)
+    assert owner.returncode == 2, out  # pytest's "interrupted"
+    assert private.namespaces() == set() and private.state_files() == set(), out
+
+
 def up(private: Private) -> str:
     done = private.tb("up", "default")
     assert done.returncode == 0, done.stderr
