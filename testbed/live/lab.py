@@ -358,6 +358,13 @@ class Lab:
         if self._state is not None:
             state.save_copy(self.id, self.scenario, self.plan, self.removed)
 
+    def apply(self, scenario: Scenario, removed: frozenset[str] | None = None) -> None:
+        """Move the running lab to an edited scenario (and set of pods deleted for good):
+        the steps that play controllers over time (live/lifecycle.py) change it this way."""
+        if removed is not None:
+            self.removed = removed
+        self._replan(scenario)
+
     def _need_scenario(self) -> Scenario:
         if self.scenario is None:
             raise LabError("this lab was built from a plan alone; build it from a scenario")

@@ -31,7 +31,7 @@ from testbed.core.scenario import Step
 from testbed.kernel import signals
 from testbed.kernel.checkpoint import reached
 from testbed.kernel.probe import DEFAULT_TIMEOUT
-from testbed.live import tracing
+from testbed.live import lifecycle, tracing
 from testbed.verdict import judge, oracle
 from testbed.verdict.judge import Verdict
 
@@ -95,6 +95,12 @@ def _change(lab: Lab, step: Step) -> None:
         lab.set_proxy_health(step.node, step.healthy)
     elif step.action == "edgeHealthChecks":
         lab.set_edge_health_checks(step.healthy)
+    elif step.action == "rollout":
+        lifecycle.rollout(lab, step.deployment, step.rollout)
+    elif step.action == "drainNode":
+        lifecycle.drain(lab, step.node, step.drain)
+    elif step.action == "taintNode":
+        lifecycle.taint_node(lab, step.node, step.taint)
     else:
         raise ValueError(f"{step.action} is not a change")
 

@@ -277,7 +277,7 @@ _META_IGNORED = _words(
 
 _POD_SPEC_IGNORED = _words(
     "initContainers ephemeralContainers dnsPolicy dnsConfig restartPolicy schedulerName "
-    "securityContext terminationGracePeriodSeconds activeDeadlineSeconds serviceAccount "
+    "securityContext activeDeadlineSeconds serviceAccount "
     "serviceAccountName automountServiceAccountToken volumes imagePullSecrets "
     "enableServiceLinks priority priorityClassName preemptionPolicy hostname subdomain "
     "readinessGates runtimeClassName shareProcessNamespace overhead setHostnameAsFQDN os "
