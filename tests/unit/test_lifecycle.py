@@ -228,7 +228,8 @@ def steps(text: str) -> scenario.Scenario:
 def test_steps_read_into_rollout_drain_and_taint():
     s = steps(
         "    - {name: r, rollout: {deployment: web, maxSurge: 50%, maxUnavailable: 0,\n"
-        "        readinessDelaySeconds: 1.5, terminationGracePeriodSeconds: 0, preStopSeconds: 2}}\n"
+        "        readinessDelaySeconds: 1.5, terminationGracePeriodSeconds: 0,\n"
+        "        preStopSeconds: 2}}\n"
         "    - {name: d, drainNode: {node: node-2, readinessDelaySeconds: 1}}\n"
         "    - {name: t, taintNode: {node: node-3, key: example.com/gpu, value: 'no',\n"
         "        effect: NoExecute}}\n"
