@@ -31,7 +31,7 @@ from testbed.core.scenario import Step
 from testbed.kernel import signals
 from testbed.kernel.checkpoint import reached
 from testbed.kernel.probe import DEFAULT_TIMEOUT
-from testbed.live import lifecycle, tracing
+from testbed.live import tracing
 from testbed.verdict import judge, oracle
 from testbed.verdict.judge import Verdict
 
@@ -96,11 +96,11 @@ def _change(lab: Lab, step: Step) -> None:
     elif step.action == "edgeHealthChecks":
         lab.set_edge_health_checks(step.healthy)
     elif step.action == "rollout":
-        lifecycle.rollout(lab, step.deployment, step.rollout)
+        lab.rollout(step.deployment, step.rollout)
     elif step.action == "drainNode":
-        lifecycle.drain(lab, step.node, step.drain)
+        lab.drain_node(step.node, step.drain)
     elif step.action == "taintNode":
-        lifecycle.taint_node(lab, step.node, step.taint)
+        lab.taint_node(step.node, step.taint.key, step.taint.value, step.taint.effect)
     else:
         raise ValueError(f"{step.action} is not a change")
 

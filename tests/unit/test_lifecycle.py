@@ -319,18 +319,8 @@ def test_bad_lifecycle_steps_are_refused_in_one_line(text, expected):
         ),
         (
             30,
-            EXEC.format(command="[curl, -X, POST, localhost/drain]"),
-            "preStop.exec.command: the lab runs no command but sleep in a preStop hook",
-        ),
-        (
-            30,
-            "lifecycle: {preStop: {httpGet: {path: /drain, port: 8080}}}",
-            "preStop.httpGet: not modelled",
-        ),
-        (
-            30,
             "lifecycle: {preStop: {sleep: {seconds: 1}, exec: {command: [sleep, '1']}}}",
-            "preStop: give one handler: sleep or exec",
+            "preStop: give one handler: sleep, exec, httpGet, tcpSocket",
         ),
         (-1, "", "terminationGracePeriodSeconds: must be 0-3600 (seconds)"),
     ],
@@ -352,3 +342,20 @@ def test_bad_termination_fields_are_refused_with_file_line_and_field(
 def test_prestop_sleep_commands_the_lab_can_run(command):
     loaded = load(TEMPLATE.format(grace=30, lifecycle=EXEC.format(command=command)))
     assert loaded.deployments[0].template.pre_stop == 2.0
+
+
+@pytest.mark.parametrize(
+    "hook",
+    [
+        EXEC.format(command="[/wait-shutdown]"),
+        "lifecycle: {preStop: {httpGet: {path: /drain, port: 8080}}}",
+    ],
+)
+def test_a_hook_the_lab_cannot_run_loads_with_a_warning_and_no_serving_time(hook):
+    """Real dumps hold such hooks (ingress-nginx's /wait-shutdown): refusing them would
+    refuse the dump; the pod is taken to stop at once, and the warning says so."""
+    loaded = load(TEMPLATE.format(grace=30, lifecycle=hook))
+    assert loaded.deployments[0].template.pre_stop == 0.0
+    (warning,) = [w for w in loaded.warnings if "preStop" in w]
+    assert warning.startswith("t.yaml:")
+    assert "stops answering at once" in warning

@@ -29,6 +29,7 @@ _PERCENT = re.compile(r"(0|[1-9][0-9]*)%")
 _SLEEP = re.compile(r"sleep +([0-9]+(\.[0-9]+)?)")
 _SHELLS = ("sh", "/bin/sh", "bash", "/bin/bash", "/usr/bin/sh", "/usr/bin/bash")
 _SLEEPS = ("sleep", "/bin/sleep", "/usr/bin/sleep")
+_HANDLERS = ("sleep", "exec", "httpGet", "tcpSocket")
 
 
 def _int_or_percent(v: _V, what: str, cap_100: bool = False) -> int | str:
@@ -51,8 +52,9 @@ def _zero(value: int | str) -> bool:
     return value in (0, "0%")
 
 
-def _sleep_seconds(v: _V) -> float:
-    """A preStop exec command the lab can run: sleep N, directly or through a shell."""
+def _sleep_seconds(v: _V) -> float | None:
+    """A preStop exec command the lab can run: sleep N, directly or through a shell
+    (None: another command, which the lab's pods cannot run)."""
     words = [w.string(empty=True) for w in v.items()]
     if len(words) == 2 and words[0] in _SLEEPS:
         text = f"sleep {words[1]}"
@@ -62,11 +64,7 @@ def _sleep_seconds(v: _V) -> float:
         text = ""
     found = _SLEEP.fullmatch(text)
     if found is None:
-        v.fail(
-            f"the lab runs no command but sleep in a preStop hook (its pods hold only an echo "
-            f"server), not {show(' '.join(words))}: use [sleep, N], [/bin/sh, -c, 'sleep N'] "
-            "or sleep: {seconds: N}"
-        )
+        return None
     seconds = float(found.group(1))
     if seconds > MAX_GRACE:
         v.fail(f"sleeps {seconds:g} s; the lab waits out at most {MAX_GRACE} s")
@@ -92,17 +90,13 @@ class LifecycleReading:
             life_v.mapping(("preStop",), ("postStart", "stopSignal"))
             if (pre_v := life_v.get("preStop")) is None:
                 continue
-            pre_v.mapping(
-                ("sleep", "exec"),
-                unsupported={
-                    "httpGet": "not modelled: the lab's pods run only an echo server; "
-                    "use sleep: {seconds: N}",
-                    "tcpSocket": "not modelled (and deprecated as a hook); use sleep: {seconds: N}",
-                },
-            )
-            given = [k for k in ("sleep", "exec") if pre_v.get(k) is not None]
+            pre_v.mapping(_HANDLERS)
+            given = [k for k in _HANDLERS if pre_v.get(k) is not None]
             if len(given) != 1:
-                pre_v.fail("give one handler: sleep or exec")
+                pre_v.fail(f"give one handler: {', '.join(_HANDLERS)}")
+            if given[0] in ("httpGet", "tcpSocket"):
+                self._not_run(pre_v, f"a {given[0]} hook")
+                continue
             if given[0] == "sleep":
                 sleep_v = pre_v.need("sleep").mapping(("seconds",))
                 seconds_v = sleep_v.need("seconds")
@@ -116,9 +110,25 @@ class LifecycleReading:
                 )
             else:
                 exec_v = pre_v.need("exec").mapping(("command",))
-                seconds = _sleep_seconds(exec_v.need("command"))
+                command_v = exec_v.need("command")
+                found = _sleep_seconds(command_v)
+                if found is None:
+                    words = " ".join(str(w) for w in command_v.value)
+                    self._not_run(command_v, f"the command {show(words)}")
+                    continue
+                seconds = found
             longest = max(longest, seconds)
         return grace, longest
+
+    def _not_run(self, v: _V, what: str) -> None:
+        """A hook a dump may hold (ingress-nginx's /wait-shutdown): loaded, with a warning."""
+        self.warnings.append(
+            v.loc.warning(
+                f"preStop runs {what}, which the lab's pods (an echo server) cannot run: a "
+                "deleted pod stops answering at once; give sleep: {seconds: N} to model the "
+                "time it keeps serving"
+            )
+        )
 
     # steps
 
