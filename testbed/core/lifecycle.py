@@ -23,6 +23,9 @@ from testbed.core.scenario.types import ABSENT, STARTING, TERMINATING
 CREATE, READY, TERMINATE, GONE = "create", "ready", "terminate", "gone"
 TO_BE_DELETED = "ToBeDeletedByClusterAutoscaler"  # KEP-3836: kube-proxy's /healthz says 503
 UNSCHEDULABLE = "node.kubernetes.io/unschedulable"  # what a cordon amounts to
+# a StatefulSet pod is made again on the controller's next pass after the old one is gone
+# (never in the same instant: the lab must see it leave before it is placed anew)
+RECREATE_AFTER = 0.1
 MAX_ROUNDS = 100_000  # controller passes: a bound, never reached by a valid rollout
 
 
@@ -136,16 +139,16 @@ class Eviction:
 def drain_schedule(evictions: Iterable[Eviction], ready_after: float) -> tuple[Event, ...]:
     """`kubectl drain` after the cordon: every pod evicted at once, each ending after its
     grace; a ReplicaSet makes a replacement at once (the deleted pod no longer counts), a
-    StatefulSet re-creates the same name only once the old pod is gone."""
+    StatefulSet makes the same name again only once the old pod is gone."""
     events: list[Event] = []
     for ev in evictions:
         events += [Event(0.0, TERMINATE, ev.pod, ev.workload), Event(ev.serve, GONE, ev.pod)]
         if ev.replacement is None:
             continue
-        born = ev.serve if ev.replacement == ev.pod else 0.0
+        born = ev.serve + RECREATE_AFTER if ev.replacement == ev.pod else 0.0
         events.append(Event(born, CREATE, ev.replacement, ev.workload))
         events.append(Event(born + max(ready_after, 0.0), READY, ev.replacement, ev.workload))
-    order = {GONE: 0, CREATE: 1, READY: 2, TERMINATE: 3}
+    order = {TERMINATE: 0, GONE: 1, CREATE: 2, READY: 3}
     return tuple(sorted(events, key=lambda e: (e.at, order[e.what], e.pod)))
 
 

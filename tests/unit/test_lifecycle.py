@@ -111,15 +111,15 @@ def test_a_drain_replaces_deployment_pods_at_once_and_statefulset_pods_once_gone
         ready_after=0.5,
     )
     assert plain(events) == [
-        (0.0, GONE, "lone"),
-        (0.0, CREATE, "web-3"),
         (0.0, TERMINATE, "db-0"),
         (0.0, TERMINATE, "lone"),
         (0.0, TERMINATE, "web-1"),
+        (0.0, GONE, "lone"),  # grace 0: gone in the instant it is deleted
+        (0.0, CREATE, "web-3"),
         (0.5, READY, "web-3"),
         (1.0, GONE, "db-0"),
-        (1.0, CREATE, "db-0"),
-        (1.5, READY, "db-0"),
+        (1.1, CREATE, "db-0"),
+        (1.6, READY, "db-0"),
         (2.0, GONE, "web-1"),
     ]
 
