@@ -9,6 +9,7 @@ from testbed.core import lifecycle, scenario
 from testbed.core.lifecycle import CREATE, GONE, READY, TERMINATE, Event, Eviction
 from testbed.core.load import replan
 from testbed.core.scenario import ScenarioError, Taint
+from testbed.verdict.layout import step_words
 
 OLD = ["web-0", "web-1", "web-2"]
 NEW = ["web-3", "web-4", "web-5"]
@@ -242,6 +243,11 @@ def test_steps_read_into_rollout_drain_and_taint():
     assert (d.node, d.drain) == ("node-2", scenario.Drain(1.0))
     assert (t.node, t.taint) == ("node-3", Taint("example.com/gpu", "no", "NoExecute"))
     assert all(step.changes_lab for step in (r, d, t))
+    assert [step_words(step) for step in (r, d, t)] == [
+        "roll out default/web (maxSurge 50%, maxUnavailable 0, ready after 1.5 s)",
+        "drain node-2 (cordon, ToBeDeletedByClusterAutoscaler, evict its pods)",
+        "taint node-3 example.com/gpu=no:NoExecute",
+    ]
 
 
 @pytest.mark.parametrize(
