@@ -27,6 +27,7 @@ from testbed.core.scenario import (
     tolerated,
     well_known_labels,
 )
+from testbed.core.scenario.types import ABSENT, STARTING, TERMINATING
 
 AFTER_FILE_PODS = 2_000_000  # placement order of replicas added beside a dump's pods
 
@@ -40,6 +41,16 @@ def _pinned(request: _Request, where: tuple[str, str] | None) -> _Request:
         return request
     node, ip = where
     return replace(request, template=replace(request.template, node_name=node), ip=ip)
+
+
+def _in_state(request: _Request, state: str | None) -> _Request:
+    """A pod a step is starting (not ready, not serving) or terminating (not ready, still
+    serving as it was), as the EndpointSlice controller reports it (KEP-1669)."""
+    if state == STARTING:
+        return replace(request, ready=False, serving=False, terminating=False)
+    if state == TERMINATING:
+        return replace(request, ready=False, terminating=True)
+    return request
 
 
 @dataclass(frozen=True)
@@ -86,8 +97,11 @@ class Placement:
         removed: frozenset[str] = frozenset(),
     ) -> None:
         self.scenario = scenario
+        states = dict(scenario.lifecycle)
         self.requests = [
-            _pinned(r, (keep or {}).get(r.name)) for r in self._requests() if r.name not in removed
+            _pinned(_in_state(r, states.get(r.name)), (keep or {}).get(r.name))
+            for r in self._requests()
+            if r.name not in removed and states.get(r.name) != ABSENT
         ]
         taken = [r.ip for r in self.requests if r.ip is not None]
         taints = {o.name: o.taints for o in scenario.node_objects}

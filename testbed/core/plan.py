@@ -287,8 +287,10 @@ def _selected_endpoints(
                 port=target,
                 node=pod.node,
                 pod=pod.name,
+                # as the EndpointSlice controller (podToEndpoint): publishNotReadyAddresses
+                # makes every pod serving and ready, a terminating one too
                 ready=pod.ready or svc.publish_not_ready,
-                serving=pod.serving,
+                serving=pod.serving or svc.publish_not_ready,
                 terminating=pod.terminating,
             )
         )

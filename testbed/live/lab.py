@@ -21,7 +21,7 @@ from testbed.core.errors import LabError
 from testbed.core.load import replan
 from testbed.core.model import DEFAULT_PROBE_COUNT, Expectation, NodePlan, Plan, ProbePlan
 from testbed.core.records import Observation
-from testbed.core.scenario import Scenario
+from testbed.core.scenario import Drain, Rollout, Scenario, Taint
 from testbed.kernel import netns, procs, signals, state
 from testbed.kernel.capture import Capture, Point
 from testbed.kernel.checkpoint import reached
@@ -31,7 +31,7 @@ from testbed.kernel.probe import capture_points
 from testbed.kernel.probe import run as run_probe
 from testbed.kernel.servers import ServerHub
 from testbed.kubeproxy import objects
-from testbed.live import changes, steps
+from testbed.live import changes, lifecycle, steps
 from testbed.live.described import described_probe
 from testbed.live.host import Host, NetnsHost
 from testbed.live.proxy import Proxy, RenderedProxy
@@ -358,6 +358,13 @@ class Lab:
         if self._state is not None:
             state.save_copy(self.id, self.scenario, self.plan, self.removed)
 
+    def apply(self, scenario: Scenario, removed: frozenset[str] | None = None) -> None:
+        """Move the running lab to an edited scenario (and set of pods deleted for good):
+        the steps that play controllers over time (live/lifecycle.py) change it this way."""
+        if removed is not None:
+            self.removed = removed
+        self._replan(scenario)
+
     def _need_scenario(self) -> Scenario:
         if self.scenario is None:
             raise LabError("this lab was built from a plan alone; build it from a scenario")
@@ -390,6 +397,19 @@ class Lab:
             self.change(replace(self.plan, pods=pods, services=services))
         else:
             self._replan(self.scenario)
+
+    def rollout(self, deployment: str, spec: Rollout | None = None, on_event=None) -> float:
+        """Replace a Deployment's pods as a rolling update does (live/lifecycle.py); returns
+        the seconds it took, once every new pod is ready and every old one is gone.
+        `on_event(at, events)` runs after each instant's change is in place."""
+        return lifecycle.rollout(self, deployment, spec or Rollout(), on_event)
+
+    def drain_node(self, node: str, spec: Drain | None = None, on_event=None) -> float:
+        """Cordon, taint ToBeDeletedByClusterAutoscaler, evict: a node's scale-down."""
+        return lifecycle.drain(self, node, spec or Drain(), on_event)
+
+    def taint_node(self, node: str, key: str, value: str = "", effect: str = "NoSchedule") -> None:
+        lifecycle.taint_node(self, node, Taint(key, value, effect))
 
     def set_edge_health_checks(self, on: bool) -> None:
         """Turn the edge's health checks on (it converges before this returns) or off."""

@@ -45,6 +45,11 @@ class Proxy(Protocol):
         change: they follow local endpoints)."""
         ...
 
+    def taint(self, node: str, key: str, value: str, effect: str) -> None:
+        """Put a taint on the node's Node object, where kube-proxy would see it (only
+        ToBeDeletedByClusterAutoscaler matters to kube-proxy: `set_healthy` makes it)."""
+        ...
+
     def rules(self, ns: str, mode: str) -> str:
         """What a node holds now, as the kernel reports it."""
         ...
@@ -114,6 +119,10 @@ class RenderedProxy:
 
     def set_healthy(self, node: str, healthy: bool) -> None:
         self._unhealthy = (self._unhealthy - {node}) | (set() if healthy else {node})
+
+    def taint(self, node: str, key: str, value: str, effect: str) -> None:
+        """Nothing to write: this kube-proxy reads no Node; the lab's scheduler reads the
+        taint from the scenario, and set_healthy stands for ToBeDeletedByClusterAutoscaler."""
 
     def rules(self, ns: str, mode: str) -> str:
         return rules_sync.dump(ns, mode, run=self.run)

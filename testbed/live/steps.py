@@ -84,7 +84,20 @@ def wait_settled(lab: Lab, since: _Since | None, timeout: float = SETTLE_TIMEOUT
     return lab.edge.wait_rounds(max(0, target - _rounds(lab)), timeout=timeout)
 
 
-def _change(lab: Lab, step: Step) -> None:
+def _narrate(progress: Progress | None, step: Step):
+    """For steps that take time: each instant's pod events as a progress line."""
+    if progress is None:
+        return None
+    words = {"create": "starting", "ready": "ready", "terminate": "terminating", "gone": "gone"}
+
+    def told(at: float, events) -> None:
+        done = ", ".join(f"{e.pod} {words[e.what]}" for e in events)
+        progress(f"{step.name}: +{at:.1f} s: {done}")
+
+    return told
+
+
+def _change(lab: Lab, step: Step, progress: Progress | None = None) -> None:
     if step.action == "deletePod":
         lab.delete_pod(step.pod)
     elif step.action == "scale":
@@ -95,6 +108,12 @@ def _change(lab: Lab, step: Step) -> None:
         lab.set_proxy_health(step.node, step.healthy)
     elif step.action == "edgeHealthChecks":
         lab.set_edge_health_checks(step.healthy)
+    elif step.action == "rollout":
+        lab.rollout(step.deployment, step.rollout, _narrate(progress, step))
+    elif step.action == "drainNode":
+        lab.drain_node(step.node, step.drain, _narrate(progress, step))
+    elif step.action == "taintNode":
+        lab.taint_node(step.node, step.taint.key, step.taint.value, step.taint.effect)
     else:
         raise ValueError(f"{step.action} is not a change")
 
@@ -221,7 +240,7 @@ def run(
             progress(f"{lab.plan.name}: step {step.name} ({step.action})")
         if step.changes_lab:
             pools = lab.lb_nodes()
-            _change(lab, step)
+            _change(lab, step, progress)
             since = _Since(time.monotonic(), _rounds(lab), pools, step.name)
         elif step.action == "waitForHealthChecks":
             wait_settled(lab, since)

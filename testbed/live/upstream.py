@@ -32,6 +32,7 @@ LAST_QUEUED = 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds{ip_famil
 SYNC_COUNT = 'kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family="IPv4"}'
 SYNC_SUM = 'kubeproxy_sync_proxy_rules_duration_seconds_sum{ip_family="IPv4"}'
 TO_BE_DELETED = "ToBeDeletedByClusterAutoscaler"  # KEP-3836: /healthz answers 503
+UNSCHEDULABLE = "node.kubernetes.io/unschedulable"  # a cordon
 # kube-proxy runs a sync within minSyncPeriod (1 s) of any change it queued: with nothing
 # queued after its last sync for twice that, nothing is pending
 QUIET = 2.0
@@ -266,6 +267,18 @@ class UpstreamProxy:
 
     def answer_health(self, plan: Plan, wiring: Wiring) -> None:
         """Nothing to do: kube-proxy serves :10256 and every healthCheckNodePort itself."""
+
+    def taint(self, node: str, key: str, value: str, effect: str) -> None:
+        """The taint on the real Node (a cordon for node.kubernetes.io/unschedulable, as
+        `kubectl cordon` sets spec.unschedulable); ToBeDeletedByClusterAutoscaler is
+        `set_healthy`'s, which also waits for /healthz to say 503."""
+        if key == TO_BE_DELETED:
+            return
+        if key == UNSCHEDULABLE:
+            self.cp.kubectl(["cordon", node])
+            return
+        text = f"{key}={value}:{effect}" if value else f"{key}:{effect}"
+        self.cp.kubectl(["taint", "node", node, text, "--overwrite"])
 
     def set_healthy(self, node: str, healthy: bool) -> None:
         """Taint the Node the way the cluster autoscaler does before deleting it (KEP-3836):

@@ -60,6 +60,18 @@ def step_words(step: Step) -> str:
         return f"kube-proxy on {step.node} reports {state}"
     if step.action == "edgeHealthChecks":
         return "the edge starts checking health" if step.healthy else "the edge stops checking"
+    if step.action == "rollout" and step.rollout is not None:
+        r = step.rollout
+        return (
+            f"roll out {step.deployment} (maxSurge {r.max_surge}, maxUnavailable "
+            f"{r.max_unavailable}, ready after {r.readiness_delay:g} s)"
+        )
+    if step.action == "drainNode":
+        return f"drain {step.node} (cordon, ToBeDeletedByClusterAutoscaler, evict its pods)"
+    if step.action == "taintNode" and step.taint is not None:
+        t = step.taint
+        value = f"={t.value}" if t.value else ""
+        return f"taint {step.node} {t.key}{value}:{t.effect}"
     if step.action == "waitForHealthChecks":
         return "wait until the edge's health checks have settled"
     if step.action == "probeDuringConvergence":

@@ -165,3 +165,19 @@ def test_custom_topology_builds_in_code_execs_and_captures():
         pcap.unlink(missing_ok=True)
         pcap.parent.rmdir()
     assert f"tcp . {node_port} : goto external-" in out  # the nftables NodePort map entry
+
+
+def test_rollout_prestop_shows_terminating_pods_answering_behind_a_failing_health_check():
+    out = run_script("rollout-prestop.py")
+    lines = re.findall(
+        r"^    (node-\d): healthCheckNodePort says (\d+); .*: (\d+)/(\d+) completed", out, re.M
+    )
+    assert [(node, status) for node, status, _, _ in lines] == [
+        ("node-1", "503"),
+        ("node-2", "503"),
+        ("node-3", "503"),
+    ], out
+    assert all(done == sent for _, _, done, sent in lines), out  # the terminating pod answers
+    assert "web-0 terminating (node-1)" in out
+    assert re.search(r"^done in .*: web-3 on node-4, web-4 on node-1, web-5 on node-2$", out, re.M)
+    assert "every verdict agrees" in out

@@ -129,7 +129,8 @@ def test_a_pod_made_by_scaling_up_can_be_deleted_and_one_scaled_away_cannot():
         (
             "  steps:\n    - {name: x}\n",
             "t.yaml:8: spec.steps[0]: a step needs one action: deletePod, scale, setPolicy, "
-            "proxyHealthy, edgeHealthChecks, waitForHealthChecks, probe, probeDuringConvergence",
+            "proxyHealthy, edgeHealthChecks, rollout, drainNode, taintNode, waitForHealthChecks, "
+            "probe, probeDuringConvergence",
         ),
         (
             "  loadBalancer: {mode: single}\n  steps:\n    - {name: x, edgeHealthChecks: true}\n",

@@ -151,6 +151,12 @@ class ProbeReading:
             if self.lab is not None and self.lab.load_balancer.mode != "ecmp":
                 v.fail("the edge checks health only in loadBalancer mode ecmp")
             step = replace(step, healthy=v.boolean())
+        elif action == "rollout":
+            step = self._rollout_step(v, step, alive)
+        elif action == "drainNode":
+            step = self._drain_step(v, step, alive)
+        elif action == "taintNode":
+            step = self._taint_step(v, step)
         elif action == "waitForHealthChecks":
             if v.boolean() is not True:
                 v.fail("must be true (leave the step out not to wait)")
@@ -190,8 +196,10 @@ class ProbeReading:
             dep_v.fail(f"no Deployment {key} in the scenario")
         replicas_v = v.need("replicas")
         replicas = replicas_v.integer(0, MAX_REPLICAS, f"must be 0-{MAX_REPLICAS}")
-        alive -= set(found[0].pod_names())
-        alive |= set(replace(found[0], replicas=replicas).pod_names()) - deleted
+        now = self._workload_now(found[0].key) or found[0]  # as a rollout left it
+        alive -= set(now.pod_names())
+        alive |= set(replace(now, replicas=replicas).pod_names()) - deleted
+        self.step_workloads[now.key] = replace(now, replicas=replicas)
         return replace(step, deployment=key, replicas=replicas)
 
     def _policy_step(self, v: _V, step: Step) -> Step:

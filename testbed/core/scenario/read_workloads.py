@@ -256,7 +256,14 @@ class WorkloadReading:
 
     def _pod_template(self, spec: _V, labels: dict[str, str], namespace: str) -> PodTemplate:
         spec.mapping(
-            ("containers", "nodeName", "nodeSelector", "affinity", "tolerations"),
+            (
+                "containers",
+                "nodeName",
+                "nodeSelector",
+                "affinity",
+                "tolerations",
+                "terminationGracePeriodSeconds",
+            ),
             _POD_SPEC_IGNORED,
             _POD_SPEC_UNSUPPORTED,
         )
@@ -275,6 +282,8 @@ class WorkloadReading:
                 node_selector_loc=sel_v.loc,
             )
         template = replace(template, ports=_container_ports(spec.need("containers")))
+        grace, pre_stop = self._termination(spec)
+        template = replace(template, grace=grace, pre_stop=pre_stop)
         if (tol_v := spec.get("tolerations")) is not None:
             template = replace(template, tolerations=tuple(_toleration(t) for t in tol_v.items()))
         if (affinity_v := spec.get("affinity")) is not None:

@@ -24,6 +24,7 @@ from testbed.core.scenario.kinds import (
     _Seen,
 )
 from testbed.core.scenario.read_lab import LabReading
+from testbed.core.scenario.read_lifecycle import LifecycleReading
 from testbed.core.scenario.read_probes import ProbeReading
 from testbed.core.scenario.read_services import ServiceReading
 from testbed.core.scenario.read_slices import SliceReading
@@ -55,12 +56,17 @@ from testbed.core.scenario.values import (
 from testbed.core.yamlsrc import SourceError, YList, YMap, one_line, show
 
 
-class _Reader(LabReading, ServiceReading, WorkloadReading, SliceReading, ProbeReading):
+class _Reader(
+    LabReading, ServiceReading, WorkloadReading, SliceReading, ProbeReading, LifecycleReading
+):
     """Reads one file's documents; keeps what earlier objects claimed for later checks."""
 
     def __init__(self, file: str) -> None:
         self.file = file
         self.seen = _Seen()
+        # steps change workloads: each as the steps so far left it, and the pods they name
+        self.step_workloads: dict[str, Deployment] = {}
+        self.step_pods: set[str] = set()
         self.warnings: list[str] = []
         self.lab: LabSpec | None = None
         self.lab_probes: _V | None = None

@@ -158,8 +158,44 @@ class KubeProxySpec:
     version: str = ""  # vX.Y.Z of upstream Kubernetes ("": the newest built)
 
 
-CHANGE_ACTIONS = ("deletePod", "scale", "setPolicy", "proxyHealthy", "edgeHealthChecks")
+# a pod's place in its life, as steps set it (Scenario.lifecycle; no entry: running, ready)
+STARTING = "starting"  # created, not ready yet: ready false, serving false
+TERMINATING = "terminating"  # deleted, preStop running: ready false, serving, terminating
+ABSENT = "absent"  # a StatefulSet pod between its deletion and its re-creation
+
+CHANGE_ACTIONS = (
+    "deletePod",
+    "scale",
+    "setPolicy",
+    "proxyHealthy",
+    "edgeHealthChecks",
+    "rollout",
+    "drainNode",
+    "taintNode",
+)
 STEP_ACTIONS = (*CHANGE_ACTIONS, "waitForHealthChecks", "probe", "probeDuringConvergence")
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A Deployment's rolling update: the strategy's fences, and how its pods start and end.
+
+    `max_surge` and `max_unavailable` are as written (an int or a percentage string);
+    core/lifecycle.py resolves them as the Deployment controller does.
+    """
+
+    max_surge: int | str = "25%"
+    max_unavailable: int | str = "25%"
+    readiness_delay: float = 0.0  # seconds a new pod is starting (not ready) before ready
+    grace: int | None = None  # terminationGracePeriodSeconds override (None: the template's)
+    pre_stop: float | None = None  # preStop sleep override, seconds (None: the template's)
+
+
+@dataclass(frozen=True)
+class Drain:
+    """`kubectl drain` of one node as the cluster autoscaler's scale-down makes it."""
+
+    readiness_delay: float = 0.0  # seconds each replacement pod is starting
 
 
 @dataclass(frozen=True)
@@ -182,6 +218,9 @@ class Step:
     healthy: bool = True  # proxyHealthy; edgeHealthChecks: whether the edge checks
     probe: ProbePlan | None = None  # probe, probeDuringConvergence
     loc: Loc = field(default=NOWHERE, compare=False)
+    rollout: Rollout | None = None  # rollout (deployment names the Deployment)
+    drain: Drain | None = None  # drainNode (node names the node)
+    taint: Taint | None = None  # taintNode (node names the node)
 
     @property
     def changes_lab(self) -> bool:
@@ -321,6 +360,14 @@ class PodTemplate:
     loc: Loc = field(default=NOWHERE, compare=False)  # the pod spec
     node_selector_loc: Loc = field(default=NOWHERE, compare=False)
     anti_loc: Loc = field(default=NOWHERE, compare=False)
+    grace: int = 30  # terminationGracePeriodSeconds (Kubernetes' default)
+    pre_stop: float = 0.0  # seconds the longest preStop hook sleeps (0: none)
+
+    @property
+    def serve_seconds(self) -> float:
+        """How long a deleted pod keeps answering: its preStop sleep, cut at the grace
+        period (the lab's echo server stops at SIGTERM, right after preStop)."""
+        return min(self.pre_stop, float(self.grace))
 
 
 @dataclass(frozen=True)
@@ -337,6 +384,15 @@ class Pod:
     order: int = 0  # document order; placement follows it
     loc: Loc = field(default=NOWHERE, compare=False)
     owner: str | None = None  # the workload (Kind/namespace/name) in the file that owns it
+
+
+def next_index(name: str, pods: Iterable[str]) -> int:
+    """One past the highest index among pods named NAME-INDEX (0 when none is)."""
+    prefix = f"{name}-"
+    found = [
+        int(p[len(prefix) :]) for p in pods if p.startswith(prefix) and p[len(prefix) :].isdigit()
+    ]
+    return max(found) + 1 if found else 0
 
 
 @dataclass(frozen=True)
@@ -358,6 +414,9 @@ class Deployment:
     owned: tuple[str, ...] = ()  # Pod objects of the file it owns, in file order
     daemon_pods: tuple[tuple[str, str], ...] = ()  # DaemonSet: (pod, node) per eligible node
     start: int = 0  # StatefulSet spec.ordinals.start
+    # the pods a rollout or an eviction left (they replace the owned and numbered ones):
+    # the first `replicas` of them are its pods, more replicas are numbered on after them
+    names: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -367,15 +426,29 @@ class Deployment:
         """Its pods: the owned ones first, then replicas named like a StatefulSet's."""
         if self.kind == "DaemonSet":
             return list(self.owned) if self.owned else [pod for pod, _ in self.daemon_pods]
-        names = list(self.owned[: self.replicas])
-        taken = set(self.owned)
-        i = self.start
+        first = self.names or self.owned
+        names = list(first[: self.replicas])
+        taken = set(first)
+        i = self.start if not self.names else next_index(self.name, self.names)
         while len(names) < self.replicas:
             candidate = f"{self.name}-{i}"
             i += 1
             if candidate not in taken:
                 names.append(candidate)
         return names
+
+    def next_names(self, count: int) -> list[str]:
+        """`count` fresh pod names, numbered on from the highest it has (web-3 after web-2)."""
+        have = self.pod_names()
+        taken = set(have) | set(self.owned)
+        i = max(self.start, next_index(self.name, have))
+        out: list[str] = []
+        while len(out) < count:
+            candidate = f"{self.name}-{i}"
+            i += 1
+            if candidate not in taken:
+                out.append(candidate)
+        return out
 
     def made(self) -> list[str]:
         """The pods the lab makes from the template (those the file does not hold)."""
@@ -501,6 +574,8 @@ class Scenario:
     endpoint_slices: tuple[EndpointSlice, ...] = ()
     node_objects: tuple[NodeObject, ...] = ()
     warnings: tuple[str, ...] = ()
+    # pods a step has put in a lifecycle state: (pod, "starting" | "terminating")
+    lifecycle: tuple[tuple[str, str], ...] = ()
 
     def service(self, key: str) -> Service:
         if "/" not in key:

@@ -277,7 +277,7 @@ _META_IGNORED = _words(
 
 _POD_SPEC_IGNORED = _words(
     "initContainers ephemeralContainers dnsPolicy dnsConfig restartPolicy schedulerName "
-    "securityContext terminationGracePeriodSeconds activeDeadlineSeconds serviceAccount "
+    "securityContext activeDeadlineSeconds serviceAccount "
     "serviceAccountName automountServiceAccountToken volumes imagePullSecrets "
     "enableServiceLinks priority priorityClassName preemptionPolicy hostname subdomain "
     "readinessGates runtimeClassName shareProcessNamespace overhead setHostnameAsFQDN os "
@@ -293,7 +293,7 @@ _POD_SPEC_UNSUPPORTED = {
 }
 _CONTAINER_IGNORED = _words(
     "image imagePullPolicy command args workingDir env envFrom resources resizePolicy "
-    "restartPolicy volumeMounts volumeDevices livenessProbe readinessProbe startupProbe lifecycle "
+    "restartPolicy volumeMounts volumeDevices livenessProbe readinessProbe startupProbe "
     "terminationMessagePath terminationMessagePolicy securityContext stdin stdinOnce tty"
 )
 _SERVICE_SPEC_UNSUPPORTED = {
@@ -396,7 +396,7 @@ def _container_ports(containers_v: _V) -> tuple[ContainerPort, ...]:
     port_names: set[str] = set()
     ports: list[ContainerPort] = []
     for item in items:
-        item.mapping(("name", "ports"), _CONTAINER_IGNORED)
+        item.mapping(("name", "ports", "lifecycle"), _CONTAINER_IGNORED)  # lifecycle: preStop
         name_v = item.need("name")
         name = name_v.dns_label(what="container name")
         if name in names:
