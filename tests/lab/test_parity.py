@@ -23,7 +23,11 @@ pytestmark = pytest.mark.lab
 LIBRARY = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
 MODES = ("iptables", "nftables")
 # their whatIf faults are ones only our renderer commits
-BUILTIN_ONLY = {"no-snat-broken-return", "udp-stale-conntrack-no-cleanup", "tcp-invalid-segment-no-drop"}
+BUILTIN_ONLY = {
+    "no-snat-broken-return",
+    "udp-stale-conntrack-no-cleanup",
+    "tcp-invalid-segment-no-drop",
+}
 MAX_PROBES = 60  # an upper bound on the library's probes, for the level below
 # The parity checks share one thousandth of the suite's one-in-a-thousand false alarms.
 ALPHA = 1e-4 / (CHECKS_PER_PROBE * MAX_PROBES * len(MODES))

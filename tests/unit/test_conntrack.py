@@ -24,13 +24,19 @@ from tests.support.fakes import FakeKernel
 
 INVALID_DROP = "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP"
 # `conntrack -L` as conntrack-tools 1.4.7 prints it
-LISTING = """\
-udp      17 29 src=10.244.1.3 dst=10.96.0.10 sport=5353 dport=53 src=10.244.1.2 dst=10.244.1.3 sport=5353 dport=5353 [ASSURED] mark=0 use=1
-udp      17 29 src=10.244.1.3 dst=10.96.0.10 sport=5354 dport=53 src=10.244.2.2 dst=10.244.1.3 sport=5353 dport=5354 mark=0 use=1
-udp      17 29 src=203.0.113.10 dst=172.18.0.11 sport=4000 dport=30053 src=10.244.9.9 dst=172.18.0.11 sport=5353 dport=4000 mark=0 use=1
-tcp      6 431999 ESTABLISHED src=10.244.1.2 dst=10.96.0.10 sport=40000 dport=80 src=10.244.2.2 dst=10.244.1.2 sport=8080 dport=40000 [ASSURED] mark=0 use=1
-conntrack v1.4.7 (conntrack-tools): 4 flow entries have been shown.
-"""
+LISTING = "\n".join(
+    [
+        "udp      17 29 src=10.244.1.3 dst=10.96.0.10 sport=5353 dport=53"
+        " src=10.244.1.2 dst=10.244.1.3 sport=5353 dport=5353 [ASSURED] mark=0 use=1",
+        "udp      17 29 src=10.244.1.3 dst=10.96.0.10 sport=5354 dport=53"
+        " src=10.244.2.2 dst=10.244.1.3 sport=5353 dport=5354 mark=0 use=1",
+        "udp      17 29 src=203.0.113.10 dst=172.18.0.11 sport=4000 dport=30053"
+        " src=10.244.9.9 dst=172.18.0.11 sport=5353 dport=4000 mark=0 use=1",
+        "tcp      6 431999 ESTABLISHED src=10.244.1.2 dst=10.96.0.10 sport=40000 dport=80"
+        " src=10.244.2.2 dst=10.244.1.2 sport=8080 dport=40000 [ASSURED] mark=0 use=1",
+        "conntrack v1.4.7 (conntrack-tools): 4 flow entries have been shown.",
+    ]
+)
 
 
 def planned(name: str, mode: str | None = None):
@@ -196,11 +202,32 @@ def lab_doc(probe: dict, kube_proxy: dict | None = None) -> list[dict]:
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {"name": "web"},
-            "spec": {"selector": {"app": "web"}, "ports": [{"name": "h", "port": 80}, {"name": "d", "port": 53, "protocol": "UDP"}]},
+            "spec": {
+                "selector": {"app": "web"},
+                "ports": [{"name": "h", "port": 80}, {"name": "d", "port": 53, "protocol": "UDP"}],
+            },
         },
-        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-0", "labels": {"app": "web"}}, "spec": {"nodeName": "node-2", "containers": [{"name": "c", "ports": [{"containerPort": 80}, {"containerPort": 53, "protocol": "UDP"}]}]}},
-        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app"}, "spec": {"nodeName": "node-1", "containers": [{"name": "c"}]}},
-    ]  # fmt: skip
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "web-0", "labels": {"app": "web"}},
+            "spec": {
+                "nodeName": "node-2",
+                "containers": [
+                    {
+                        "name": "c",
+                        "ports": [{"containerPort": 80}, {"containerPort": 53, "protocol": "UDP"}],
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "app"},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "c"}]},
+        },
+    ]
 
 
 def test_the_loader_reads_source_port_out_of_window_and_be_liberal():
