@@ -4,18 +4,23 @@ real kube-proxy for the variants it can run)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
+import jsonschema
 import pytest
 
 from testbed.core.model import Target
 from testbed.core.records import BROKEN, COMPLETED, DELIVERED, DROPPED, REJECTED
 from testbed.live.lab import Lab
+from tests.support.commands import run_testbed
 from tests.support.world import lab_namespaces, load_plan
 
 pytestmark = pytest.mark.lab
 
 MODES = ("iptables", "nftables")
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "report.schema.json"
 
 
 def entries(verdict) -> list[dict]:
@@ -84,3 +89,23 @@ def test_an_out_of_window_attempt_nothing_answers_is_rejected_and_the_lab_goes()
         obs, _ = lab.observe(probe)
         assert {a.outcome for a in obs.attempts} == {REJECTED}
     assert lab_namespaces() == before
+
+
+def test_the_report_shows_the_stale_entry_in_json_and_under_the_row(tmp_path):
+    report = tmp_path / "r.json"
+    done = run_testbed("run", "udp-stale-conntrack-no-cleanup", "-o", "wide", "--json", str(report))
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(report.read_text())
+    jsonschema.validate(data, json.loads(SCHEMA.read_text()))
+    stuck = next(p for p in data["scenarios"][0]["probes"] if p["name"] == "stuck-on-dead-pod")
+    assert stuck["conntrack"] == [
+        {
+            "node": "node-1",
+            "protocol": "udp",
+            "source": f"{stuck['route']['sourceAddress']}:5353",
+            "destination": stuck["route"]["target"],
+            "dnat": stuck["conntrack"][0]["dnat"],
+            "pod": "dead pod dns-0",
+        }
+    ]
+    assert "node-1 conntrack: udp " in done.stdout and "(dead pod dns-0)" in done.stdout
