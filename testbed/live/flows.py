@@ -67,9 +67,30 @@ def _describe(entry: conntrack.Entry, plan: Plan, book: FlowBook) -> str:
     return " (no pod)"
 
 
-def after_probe(lab: Lab, plan: Plan, probe: ProbePlan, observed, verdict: Verdict) -> Verdict:
-    """Remember the flow, and add the nodes' conntrack entries of its source port."""
+def _stray_line(probe: ProbePlan, observed: Observation) -> str:
+    """What the captures say the stray segments did: a RST from the source, or nothing."""
+    reset = sum(1 for a in observed.attempts if a.client_reset)
+    if not reset:
+        return f"stray segments: none made {probe.source}'s kernel send a RST"
+    return (
+        f"stray segments: in {reset} of {observed.sent} attempts one reached {probe.source} "
+        f"from the pod's own address and {probe.source}'s kernel answered with a RST"
+    )
+
+
+def after_probe(
+    lab: Lab,
+    plan: Plan,
+    probe: ProbePlan,
+    observed: Observation,
+    verdict: Verdict,
+    notes: tuple[str, ...] = (),
+) -> Verdict:
+    """Remember the flow, and add the nodes' conntrack entries of its source port (and the
+    oracle's word on the flow's entry, when it has one)."""
     lab.flows.remember(plan, probe, observed)
+    if probe.mode == "outOfWindow":
+        return replace(verdict, lines=(*verdict.lines, _stray_line(probe, observed)))
     if probe.source_port is None:
         return verdict
     found = []
@@ -92,6 +113,7 @@ def after_probe(lab: Lab, plan: Plan, probe: ProbePlan, observed, verdict: Verdi
     lines = [f"{node} conntrack: {e.text()}{_describe(e, plan, lab.flows)}" for node, e in found]
     if not found:
         lines = [f"conntrack: no entry from port {probe.source_port} on any node"]
+    lines = [n for n in notes if "conntrack entry" in n] + lines
     return replace(
         verdict, details={**verdict.details, "conntrack": report}, lines=(*verdict.lines, *lines)
     )

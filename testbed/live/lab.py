@@ -487,7 +487,7 @@ class Lab:
         pin = self.flows.pin(plan, probe)
         predicted = oracle.predict(plan, probe, lb_nodes=self.lb_nodes(), pin=pin)
         verdict = judge.judge(probe, observed, predicted, plan)
-        return observed, after_probe(self, plan, probe, observed, verdict)
+        return observed, after_probe(self, plan, probe, observed, verdict, predicted.notes)
 
     def probe(
         self,

@@ -65,8 +65,8 @@ def follow(pred: Prediction, plan: Plan, probe: ProbePlan, pin: Pin | None) -> P
         return replace(pred, fates=fates, sticky=True)
     if cleans_conntrack(plan.proxy):
         note = (
-            f"kube-proxy deleted the flow's stale conntrack entry to {pin.ip} (deleted pod "
-            f"{pin.pod}) after its sync: the next datagram chooses a serving endpoint afresh"
+            f"kube-proxy deletes the flow's stale conntrack entry to {pin.ip} (deleted pod "
+            f"{pin.pod}) after its sync, so the next datagram chooses a serving endpoint afresh"
         )
         return replace(pred, sticky=True, notes=(*pred.notes, note))
     node = pred.delivered[0].entry_node

@@ -157,7 +157,7 @@ def test_a_flow_pinned_to_a_deleted_pod_recovers_with_cleanup_and_is_stuck_witho
     pin = Pin("dns-0", "10.244.1.2:5353")
     pred = predict(plan, plan.probes[0], pin=pin)
     assert pred.pods == ("dns-1",) and pred.completed == 1
-    assert any("deleted the flow's stale conntrack entry" in n for n in pred.notes)
+    assert any("deletes the flow's stale conntrack entry" in n for n in pred.notes)
     stuck = replace(plan, proxy=replace(plan.proxy, what_if=("no-conntrack-cleanup",)))
     pred = predict(stuck, stuck.probes[0], pin=pin)
     assert pred.ends == {DROPPED: 1.0}
