@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 
-from testbed.core.errors import CommandFailed
+from testbed.core.errors import CommandFailed, LabError
 from testbed.kernel.rules import Runner
 from testbed.kernel.shell import run_in
 from testbed.kubeproxy.conntrack import BE_LIBERAL_SYSCTL, Entry, Filter, parse
@@ -22,6 +22,11 @@ def entries(ns: str, protocol: str | None = None, run: Runner = run_in) -> list[
         return parse(run(ns, argv))
     except CommandFailed:  # no conntrack in this namespace yet: no entries
         return []
+    except FileNotFoundError:
+        raise LabError(
+            "the conntrack tool is missing: kube-proxy's UDP cleanup and the report need it"
+            " (apt-get install conntrack; scripts/setup installs it)"
+        ) from None
 
 
 def delete(ns: str, filters: Sequence[Filter], run: Runner = run_in) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from testbed.core.model import UDP, Plan, ProbePlan
+from testbed.core.model import UDP, Plan, PortPlan, ProbePlan
 from testbed.core.records import DELIVERED, DROPPED
 from testbed.kubeproxy.conntrack import NO_INVALID_DROP, cleans_conntrack, drops_invalid
 from testbed.verdict.prediction import CORRECT, Fate, Prediction
@@ -37,16 +37,26 @@ def pinned_flow(plan: Plan, probe: ProbePlan) -> bool:
     return probe.source_port is not None and _udp(plan, probe)
 
 
+def _port(plan: Plan, probe: ProbePlan) -> PortPlan | None:
+    if probe.target.address or probe.target.service is None:
+        return None
+    svc = plan.service(probe.target.service)
+    return next((p for p in svc.ports if probe.target.port in (p.port, p.name)), None)
+
+
 def _udp(plan: Plan, probe: ProbePlan) -> bool:
     if probe.target.address or probe.target.service is None:
         return probe.protocol.upper() == UDP
-    svc = plan.service(probe.target.service)
-    ports = [p for p in svc.ports if probe.target.port in (p.port, p.name)]
-    return bool(ports) and ports[0].protocol == UDP
+    port = _port(plan, probe)
+    return port is not None and port.protocol == UDP
 
 
-def _serving_ips(plan: Plan) -> set[str]:
-    return {f"{ep.ip}:{ep.port}" for s in plan.services for p in s.ports for ep in p.endpoints}
+def _serving_ips(plan: Plan, probe: ProbePlan) -> set[str]:
+    """The target's serving endpoints (ip:port): those kube-proxy keeps entries to."""
+    port = _port(plan, probe)
+    # a raw address: every serving endpoint of the plan
+    ports = [p for s in plan.services for p in s.ports] if port is None else [port]
+    return {f"{ep.ip}:{ep.port}" for p in ports for ep in p.endpoints if ep.serving}
 
 
 def follow(pred: Prediction, plan: Plan, probe: ProbePlan, pin: Pin | None) -> Prediction:
@@ -55,7 +65,7 @@ def follow(pred: Prediction, plan: Plan, probe: ProbePlan, pin: Pin | None) -> P
         return pred
     if pin is None or not pred.delivered:
         return replace(pred, sticky=True)  # the first datagram chooses; the rest follow
-    if pin.ip in _serving_ips(plan):
+    if pin.ip in _serving_ips(plan, probe):
         mine = [f for f in pred.delivered if f.pod == pin.pod]
         total = sum(f.probability for f in mine)
         if not mine or total <= 0:
