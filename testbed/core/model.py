@@ -227,8 +227,9 @@ class ProbePlan:
     # connection that meets one out-of-window segment from the pod before its request
     mode: str = "connection"
     trace: bool = False  # also send one marked packet and report the rules each node ran
-    # every attempt leaves from this port, so the attempts share one conntrack entry
-    # (a DNS or statsd client keeping its socket); None: a new port per attempt
+    # every attempt leaves from this port, one after another: UDP attempts share one
+    # conntrack entry (a DNS or statsd client keeping its socket), TCP ones reopen it;
+    # None: a new port per attempt
     source_port: int | None = None
 
 

@@ -239,6 +239,9 @@ def test_the_loader_reads_source_port_out_of_window_and_be_liberal():
         "t.yaml",
     )
     assert s.lab.probes[0].source_port == 5353 and s.lab.kube_proxy.tcp_be_liberal
+    tcp = {"to": {"service": "web", "port": 80}, "sourcePort": 40000, "count": 30}
+    s = load_dict(lab_doc(tcp), "t")  # one connection after another from one port
+    assert (s.lab.probes[0].source_port, s.lab.probes[0].count) == (40000, 30)
     s = load_dict(lab_doc({"to": {"service": "web", "port": 80}, "mode": "outOfWindow"}), "t")
     assert s.lab.probes[0].mode == "outOfWindow" and s.lab.probes[0].source_port is None
 
@@ -247,7 +250,6 @@ def test_the_loader_reads_source_port_out_of_window_and_be_liberal():
     ("probe", "kube_proxy", "message"),
     [
         ({"sourcePort": 80}, None, "sourcePort: 80 is outside 1024-65535"),
-        ({"sourcePort": 5000, "count": 2}, None, "a TCP probe with a sourcePort makes one"),
         ({"sourcePort": 5000, "mode": "packet"}, None, "sourcePort is for mode: connection"),
         ({"mode": "outOfWindow", "to": {"service": "web", "port": 53}}, None, "a TCP story"),
         ({"mode": "outOfWindow", "from": "node-1"}, None, "outOfWindow probes start at a pod"),

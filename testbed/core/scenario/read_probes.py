@@ -111,11 +111,6 @@ class ProbeReading:
             source_port = port_v.integer(1024, 65535, f"{port_v.value} is outside 1024-65535")
             if mode != "connection":
                 port_v.fail(f"sourcePort is for mode: connection probes (this one is {mode})")
-            if protocol == TCP and count > 1:
-                port_v.fail(
-                    "a TCP probe with a sourcePort makes one connection (count: 1): the port "
-                    "sits in TIME_WAIT at the pod after each one"
-                )
         return ProbePlan(
             name, source, target, protocol, count, expect, latency, mode, trace, source_port
         )
