@@ -52,7 +52,7 @@ def capture_points(plan: Plan, wiring: Wiring) -> list[Point]:
 def _open_tcp(target: Aim, count: int, port: int | None = None) -> list[Try]:
     """Sockets for one batch; called inside the source's namespace (netns.run_in).
 
-    `port`: the one source port (sourcePort; then count is 1).
+    `port`: the one source port (sourcePort: one attempt per batch, one after another).
     """
     tries = []
     for _ in range(count):
