@@ -328,6 +328,7 @@ class Lab:
         for name in sorted(gone):
             if self.hub is not None:
                 self.hub.remove(self.wiring.ns(name))
+            self.host.unplug([self.wiring.ns(name)])  # its route goes now (CNI DEL)
             self.host.remove([self.wiring.ns(name)])
             if self.wiring.ns(name) in self._made:
                 self._made.remove(self.wiring.ns(name))
