@@ -130,6 +130,10 @@ def _describe_probe(probe: ProbePlan) -> str:
     else:
         where = f"{t.service} port {t.port} via {t.via}" + (f" of {t.node}" if t.node else "")
     text = f"{probe.name}: {probe.source} -> {where}, {probe.protocol} x{probe.count}"
+    if probe.source_port is not None:
+        text += f" from port {probe.source_port}"
+    if probe.mode != "connection":
+        text += f" ({probe.mode})"
     e = probe.expect
     if e is None:
         return text + "; expect what the oracle predicts"

@@ -34,6 +34,9 @@ class ProxyOptions:
     # layout the library was proven with: nftables mode as 1.34 and 1.35 write it);
     # upstream, which one runs ("" until a lab resolves it to the newest built)
     version: str = ""
+    # conntrack.tcpBeLiberal: nf_conntrack_tcp_be_liberal set on every node, and no
+    # drop of conntrack-INVALID packets (kube-proxy leaves that rule out then)
+    tcp_be_liberal: bool = False
 
     def node_port_ips(self, node: NodePlan) -> tuple[str, ...] | None:
         """The node addresses NodePorts are accepted on; None: every local address.
@@ -220,8 +223,14 @@ class ProbePlan:
     count: int = DEFAULT_PROBE_COUNT
     expect: Expectation | None = None
     measure_latency: bool = False  # show connect/round-trip percentiles per path in the table
-    mode: str = "connection"  # connection: real sockets | packet: Scapy-built SYNs / datagrams
+    # connection: real sockets | packet: Scapy-built SYNs / datagrams | outOfWindow: a real
+    # connection that meets one out-of-window segment from the pod before its request
+    mode: str = "connection"
     trace: bool = False  # also send one marked packet and report the rules each node ran
+    # every attempt leaves from this port, one after another: UDP attempts share one
+    # conntrack entry (a DNS or statsd client keeping its socket), TCP ones reopen it;
+    # None: a new port per attempt
+    source_port: int | None = None
 
 
 @dataclass(frozen=True)

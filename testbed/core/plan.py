@@ -95,6 +95,7 @@ def plan(
             what_if=kp.what_if,
             implementation=kp.implementation,
             version=kp.version,
+            tcp_be_liberal=kp.tcp_be_liberal,
             cluster_cidr=net.pod_cidr,
             service_cidr=net.service_cidr,
         ),

@@ -169,6 +169,25 @@ def delete_route(wiring: Wiring, nl: Netlink, ns: str, dst: str) -> None:
         nl(wiring.ns(ns)).route("del", dst=dst)
 
 
+def unplug(names: Iterable[str]) -> None:
+    """Delete every veth of these namespaces (each takes its peer, and the peer's routes)."""
+    for name in names:
+        if not os.path.lexists(netns.path(name)):
+            continue
+        with netns.entered(name):
+            ipr = IPRoute()
+        try:
+            for link in ipr.get_links():
+                if (
+                    link.get_attr("IFLA_LINKINFO")
+                    and link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "veth"
+                ):
+                    with contextlib.suppress(Exception):  # gone with its peer already
+                        ipr.link("del", index=link["index"])
+        finally:
+            ipr.close()
+
+
 def remove_all(names: Iterable[str]) -> list[str]:
     """Remove namespaces; returns the ones that existed."""
     return [name for name in names if netns.remove(name)]

@@ -24,7 +24,7 @@ from testbed.core.model import Plan, ProbePlan
 from testbed.core.records import DELIVERED, Attempt, Observation
 from testbed.core.targets import Aim, aim, source_address
 from testbed.core.topology import EDGE, Wiring, link_name
-from testbed.kernel import netns
+from testbed.kernel import netns, stray
 from testbed.kernel.capture import Capture, Point
 from testbed.kernel.explain import FrameIndex, Try, explain
 from testbed.kernel.frames import RST, SYN
@@ -49,12 +49,18 @@ def capture_points(plan: Plan, wiring: Wiring) -> list[Point]:
     return points
 
 
-def _open_tcp(target: Aim, count: int) -> list[Try]:
-    """Sockets for one batch; called inside the source's namespace (netns.run_in)."""
+def _open_tcp(target: Aim, count: int, port: int | None = None) -> list[Try]:
+    """Sockets for one batch; called inside the source's namespace (netns.run_in).
+
+    `port`: the one source port (sourcePort: one attempt per batch, one after another).
+    """
     tries = []
     for _ in range(count):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
+        if port is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("", port))
         # no SYN retries: one SYN per attempt, so each attempt is one packet story
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
@@ -67,13 +73,19 @@ def _open_tcp(target: Aim, count: int) -> list[Try]:
     return tries
 
 
-def _open_udp(target: Aim, count: int) -> list[Try]:
-    """Sockets for one batch, each sending its datagram; called inside the source's namespace."""
+def _open_udp(target: Aim, count: int, kept: socket.socket | None = None) -> list[Try]:
+    """Sockets for one batch, each sending its datagram; called inside the source's namespace.
+
+    `kept`: the one socket every attempt sends from (sourcePort), one attempt per batch.
+    """
     tries = []
     for _ in range(count):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = kept or socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setblocking(False)
-        sock.connect((target.ip, target.port))  # connected: ICMP errors reach us
+        if kept is not None:
+            _drain(kept)
+        else:
+            sock.connect((target.ip, target.port))  # connected: ICMP errors reach us
         t = Try(sock, time.monotonic(), sock.getsockname())
         try:
             sock.send(b"clientip")
@@ -82,6 +94,26 @@ def _open_udp(target: Aim, count: int) -> list[Try]:
             t.error, t.done = exc.errno or 0, True
         tries.append(t)
     return tries
+
+
+def _drain(sock: socket.socket) -> None:
+    """Read away a late answer (or error) an earlier attempt left on a kept socket."""
+    while True:
+        try:
+            sock.recv(2048)
+        except BlockingIOError:
+            return
+        except OSError:
+            continue
+
+
+def _kept_udp(target: Aim, port: int) -> socket.socket:
+    """The sourcePort socket of a UDP probe; called inside the source's namespace."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("", port))
+    sock.connect((target.ip, target.port))
+    return sock
 
 
 def _drive(tries: list[Try], protocol: str, timeout: float, host_header: str) -> None:
@@ -194,17 +226,57 @@ def _body(data: bytes) -> bytes:
 def run(
     plan: Plan, wiring: Wiring, capture: Capture, probe: ProbePlan, timeout: float = DEFAULT_TIMEOUT
 ) -> Observation:
-    """Run every attempt of one probe at once and explain each from the captures."""
+    """Run every attempt of one probe at once and explain each from the captures.
+
+    A probe with a sourcePort, and an outOfWindow probe, send one attempt at a time.
+    """
     target = aim(plan, probe)
     protocol = probe.protocol if probe.target.address else target.protocol
     ns = wiring.ns(probe.source)
-    opener = _open_udp if protocol == "UDP" else _open_tcp
+    kept = None  # UDP sourcePort: the one socket every attempt sends from
+    if probe.source_port is not None and protocol == "UDP":
+        kept = netns.run_in(ns, _kept_udp, target, probe.source_port)
+    try:
+        return _run(plan, wiring, capture, probe, timeout, kept)
+    finally:
+        if kept is not None:
+            kept.close()
+
+
+def _run(
+    plan: Plan,
+    wiring: Wiring,
+    capture: Capture,
+    probe: ProbePlan,
+    timeout: float,
+    kept: socket.socket | None,
+) -> Observation:
+    target = aim(plan, probe)
+    protocol = probe.protocol if probe.target.address else target.protocol
+    ns = wiring.ns(probe.source)
     pods_by_point = {f"{p.name}/eth0": p.name for p in plan.pods}
     nodes_by_point = {f"{n.name}/eth0": n.name for n in plan.nodes}
     nodes_by_point |= {f"{EDGE}/{n.name}": n.name for n in plan.nodes}  # the edge's ports
     source_ip = source_address(plan, probe.source)
     source_point = f"{probe.source}/eth0"
-    packets = probe.mode == "packet"
+    one_by_one = probe.source_port is not None or probe.mode == "outOfWindow"
+
+    def send(size: int, since: float) -> list[Try]:
+        if probe.mode == "packet":
+            tries = _send_packets(ns, target, protocol, min(size, PACKET_BATCH), source_ip)
+            _await_packets(capture, tries, source_point, since, timeout)
+        elif probe.mode == "outOfWindow":
+            pod_ns = {f"{p.name}/eth0": wiring.ns(p.name) for p in plan.pods}
+            tries = [stray.attempt(ns, target, capture, pod_ns, since, timeout)]
+        else:
+            size = 1 if one_by_one else min(size, _batch_size())
+            if protocol == "UDP":
+                tries = netns.run_in(ns, _open_udp, target, size, kept)
+            else:
+                tries = netns.run_in(ns, _open_tcp, target, size, probe.source_port)
+            _drive(tries, protocol, timeout, target.text)
+        return tries
+
     attempts: list[Attempt] = []
     delivered_kept = False  # a delivered attempt's hops are kept: the path column shows one
     since = time.time() - 0.01  # captures carry wall-clock kernel timestamps
@@ -212,20 +284,13 @@ def run(
         if not os.path.lexists(netns.path(ns)):  # `testbed down` under a running probe
             raise LabError(f"namespace {ns} is gone: the lab was torn down")
         started = time.time()
-        if packets:
-            size = min(probe.count - len(attempts), PACKET_BATCH)
-            tries = _send_packets(ns, target, protocol, size, source_ip)
-            _await_packets(capture, tries, source_point, since, timeout)
-        else:
-            size = min(probe.count - len(attempts), _batch_size())
-            tries = netns.run_in(ns, opener, target, size)
-            _drive(tries, protocol, timeout, target.text)
+        tries = send(probe.count - len(attempts), since)
         capture.flush()
         index = FrameIndex(capture.frames(since=since))
         if not capture.keep_raw:  # as Lab.observe does: memory stays flat over batches
             capture.clear()
         for t in tries:
-            if t.sock is not None:
+            if t.sock is not None and t.sock is not kept:
                 t.sock.close()
         since = time.time()  # the next batch must not read this one's closing frames
         for t in tries:

@@ -16,6 +16,8 @@ and comments, same order of rules inside each chain, so the lab's
   nfacct), no canary chains, no stale-chain deletion (a full restore has none).
 - Services are written sorted by service port name, not in map order.
 - `"no-snat" in opts.what_if` removes the Cluster-path masquerade on purpose.
+- the conntrack-INVALID drop in KUBE-FORWARD is left out with conntrack.tcpBeLiberal (as
+  kube-proxy does) and by the what-if fault `no-invalid-drop`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from functools import lru_cache
 
 from testbed.core.model import Endpoint, NodePlan, PortPlan, ProxyOptions, ServicePlan
 from testbed.kubeproxy import names
+from testbed.kubeproxy.conntrack import drops_invalid
 from testbed.kubeproxy.endpoints import PortDecision, decide, endpoint_key
 
 MASQ_MARK = "0x4000"  # 1 << masqueradeBit (14)
@@ -376,8 +379,9 @@ def render(node: NodePlan, services: Sequence[ServicePlan], opts: ProxyOptions) 
         if ip.startswith("127.") and not opts.localhost_nodeports:
             continue
         out.nat_rules.append(f"{last} -d {ip} -j KUBE-NODEPORTS")
+    if drops_invalid(opts):
+        out.filter_rules.append("-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP")
     out.filter_rules += [
-        "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP",
         '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules"'
         f" -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT",
         '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule"'

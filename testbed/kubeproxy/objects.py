@@ -29,7 +29,11 @@ DEFAULT_NODE_PORTS = (30000, 32767)
 # Names no scenario can use: underscores are never valid in Kubernetes names.
 CONTROL_PLANE_NS = "_cp"  # the short name of the control plane's namespace
 NODE_IFNAME = "mgmt_0"  # the management veth inside a node
-UNSUPPORTED_FAULTS = ("no-snat",)  # whatIf faults only our renderer can commit
+UNSUPPORTED_FAULTS = (
+    "no-snat",
+    "no-conntrack-cleanup",
+    "no-invalid-drop",
+)  # whatIf faults only our renderer can commit
 
 
 @dataclass(frozen=True)
@@ -318,6 +322,8 @@ def kube_proxy_config(node: NodePlan, plan: Plan, kubeconfig_path: str) -> str:
         "metricsBindAddress": f"{node.ip}:{METRICS_PORT}",
         "conntrack": {"maxPerCore": 0},  # nf_conntrack_max is read-only outside the first ns
     }
+    if proxy.tcp_be_liberal:  # kube-proxy sets nf_conntrack_tcp_be_liberal in its netns
+        config["conntrack"]["tcpBeLiberal"] = True
     if proxy.detect_local_mode == "None":
         config["detectLocalMode"] = "ClusterCIDR"  # with no clusterCIDR: nothing is local
         config["clusterCIDR"] = ""

@@ -25,6 +25,12 @@ class Host(Protocol):
         """End the processes inside these namespaces and remove them; the ones that existed."""
         ...
 
+    def unplug(self, names: Sequence[str]) -> None:
+        """Delete these namespaces' links at once, as a CNI plugin's DEL does for a deleted
+        pod: its veth and the node's route to it go now, not when the kernel gets round to
+        destroying the namespace (later, while anything holds it)."""
+        ...
+
     def close(self) -> None:
         """Let go of sockets into the namespaces (they would keep them alive)."""
         ...
@@ -44,6 +50,9 @@ class NetnsHost:
 
     def make(self, wiring: Wiring, on_made: Callable[[str], None]) -> None:
         netbuild.apply(wiring, self.netlink, on_made=on_made)
+
+    def unplug(self, names: Sequence[str]) -> None:
+        netbuild.unplug(names)
 
     def remove(self, names: Sequence[str]) -> list[str]:
         if self._nl is not None:

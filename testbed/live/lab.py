@@ -33,6 +33,7 @@ from testbed.kernel.servers import ServerHub
 from testbed.kubeproxy import objects
 from testbed.live import changes, lifecycle, steps
 from testbed.live.described import described_probe
+from testbed.live.flows import FlowBook, after_probe
 from testbed.live.host import Host, NetnsHost
 from testbed.live.proxy import Proxy, RenderedProxy
 from testbed.live.upstream import UpstreamProxy
@@ -74,6 +75,7 @@ class Lab:
         self.attached = False  # a handle on a lab that another process owns
         self._loaded: Plan | None = None  # the plan whose rules the nodes hold
         self.loads = {"full": 0, "delta": 0, "fallback": 0}  # per node and sync
+        self.flows = FlowBook()  # sourcePort flows across probes (live/flows.py)
 
     @classmethod
     def from_scenario(
@@ -326,6 +328,7 @@ class Lab:
         for name in sorted(gone):
             if self.hub is not None:
                 self.hub.remove(self.wiring.ns(name))
+            self.host.unplug([self.wiring.ns(name)])  # its route goes now (CNI DEL)
             self.host.remove([self.wiring.ns(name)])
             if self.wiring.ns(name) in self._made:
                 self._made.remove(self.wiring.ns(name))
@@ -502,8 +505,10 @@ class Lab:
         if isinstance(self.proxy, UpstreamProxy):  # the API server is the truth
             plan = self.proxy.api_plan(self.plan)
         observed = self.send(probe, plan=plan)
-        predicted = oracle.predict(plan, probe, lb_nodes=self.lb_nodes())
-        return observed, judge.judge(probe, observed, predicted, plan)
+        pin = self.flows.pin(plan, probe)
+        predicted = oracle.predict(plan, probe, lb_nodes=self.lb_nodes(), pin=pin)
+        verdict = judge.judge(probe, observed, predicted, plan)
+        return observed, after_probe(self, plan, probe, observed, verdict, predicted.notes)
 
     def probe(
         self,

@@ -13,9 +13,11 @@ from typing import Protocol
 
 from testbed.core.model import NodePlan, Plan, ServicePlan
 from testbed.core.topology import Wiring
+from testbed.kernel import conntrack
 from testbed.kernel import rules as rules_sync
 from testbed.kernel.servers import ServerHub
 from testbed.kernel.shell import run_in
+from testbed.kubeproxy.conntrack import cleans_conntrack, has_udp, stale
 from testbed.kubeproxy.endpoints import local_ready
 from testbed.kubeproxy.sync import render
 
@@ -73,6 +75,17 @@ class RenderedProxy:
         self._unhealthy: set[str] = set()
 
     def program(self, ns: str, node: NodePlan, previous: Plan | None, current: Plan) -> str:
+        how = self._load(ns, node, previous, current)
+        if how != "delta" and current.proxy.tcp_be_liberal:  # as kube-proxy at its start
+            conntrack.set_be_liberal(ns, True, run=self.run)
+        # after the rules, as kube-proxy's sync ends: UDP entries DNATed to an endpoint
+        # that no longer serves would keep their clients on it
+        if cleans_conntrack(current.proxy) and has_udp(current.services):
+            found = conntrack.entries(ns, "udp", run=self.run)
+            conntrack.delete(ns, stale(current.services, found), run=self.run)
+        return how
+
+    def _load(self, ns: str, node: NodePlan, previous: Plan | None, current: Plan) -> str:
         if previous is not None and previous.proxy == current.proxy:
             try:
                 rules_sync.apply_delta(

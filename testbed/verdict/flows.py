@@ -74,7 +74,7 @@ def predicted_flows(prediction: Prediction) -> list[dict]:
             continue
         end = f.outcome
         if f.outcome == DELIVERED:
-            end = "completed" if f.return_path == "correct" else "broken"
+            end = "completed" if f.return_path == "correct" and not f.reset else "broken"
         key = (end, f.entry_node, f.pod, f.serving_node, f.source_ip, f.reply_from, f.why)
         grouped[key] = grouped.get(key, 0.0) + f.probability
     out = []

@@ -386,7 +386,7 @@ def why_lines(pred: Prediction) -> list[str]:
             continue
         end = f.outcome
         if f.outcome == DELIVERED:
-            if f.return_path == "correct":
+            if f.return_path == "correct" and not f.reset:
                 continue
             end = "broken"
         causes[(end, f.why)] = causes.get((end, f.why), 0.0) + f.probability

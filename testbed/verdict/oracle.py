@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from testbed.core import targets
 from testbed.core.model import Endpoint, NodePlan, Plan, PortPlan, ProbePlan, ServicePlan
 from testbed.core.records import DELIVERED, DROPPED, REJECTED
+from testbed.verdict import conntrack
 from testbed.verdict.prediction import (
     BROKEN,
     CORRECT,
@@ -489,17 +490,21 @@ def _merge(fates: Iterable[Fate]) -> tuple[Fate, ...]:
         )
         total[key] = total.get(key, 0.0) + f.probability
         first.setdefault(key, f)
-    out = [Fate(total[k], *k, why=first[k].why) for k in first]
+    out = [replace(first[k], probability=total[k]) for k in first]
     return tuple(sorted(out, key=lambda f: (f.outcome, f.pod or "", f.entry_node or "")))
 
 
 def predict(
-    plan: Plan, probe: ProbePlan, lb_nodes: Mapping[str, Sequence[str]] | None = None
+    plan: Plan,
+    probe: ProbePlan,
+    lb_nodes: Mapping[str, Sequence[str]] | None = None,
+    pin: conntrack.Pin | None = None,
 ) -> Prediction:
     """Every fate an attempt of `probe` can meet, with its probability.
 
     `lb_nodes` maps each LB VIP / externalIP to the nodes the edge sends it to now;
-    without it, `default_lb_nodes(plan)` (health checks settled) is assumed.
+    without it, `default_lb_nodes(plan)` (health checks settled) is assumed. `pin`: where
+    the last probe's flow from the same sourcePort went (verdict/conntrack.py).
     """
     src = _source(plan, probe.source)
     try:
@@ -531,7 +536,7 @@ def predict(
         fates = _service_fates(ctx, via, node, routes)
     if ctx.no_snat:
         notes.append("what-if no-snat: externalTrafficPolicy Cluster traffic is not masqueraded")
-    return Prediction(
+    predicted = Prediction(
         fates=_merge(fates),
         source=src.name,
         source_kind=src.kind,
@@ -541,3 +546,5 @@ def predict(
         sticky=bool(ctx.svc and ctx.svc.affinity_timeout is not None),
         notes=tuple(notes),
     )
+    predicted = conntrack.follow(predicted, plan, probe, pin)
+    return conntrack.out_of_window(predicted, plan, probe)

@@ -41,6 +41,7 @@ class Fate:
     serving_node: str | None = None
     reply_from: str | None = None  # ip:port the source gets its reply from
     why: str = ""  # one plain sentence: the rule or route that decides this fate
+    reset: bool = False  # the connection is reset after its handshake (outOfWindow probes)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class Prediction:
                 continue
             end = f.outcome
             if f.outcome == DELIVERED:
-                end = COMPLETED if f.return_path == CORRECT else BROKEN_END
+                end = COMPLETED if f.return_path == CORRECT and not f.reset else BROKEN_END
             out[end] = out.get(end, 0.0) + f.probability
         return dict(sorted(out.items()))
 

@@ -30,7 +30,17 @@ def test_every_scenario_passes(library_runs, path, mode):
     assert not failing, failing
 
 
-@pytest.mark.parametrize("path", LIBRARY, ids=[p.stem for p in LIBRARY])
+# Scenarios whose story differs between the modes, and why
+MODE_STORIES = {
+    # nftables mode has no conntrack-INVALID drop (kube-proxy v1.37.2's neither): the pod's
+    # out-of-window segment resets the connection there, iptables mode drops it
+    "tcp-invalid-segment": "completed in iptables mode, reset in nftables mode",
+}
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in LIBRARY if p.stem not in MODE_STORIES], ids=lambda p: p.stem
+)
 def test_both_modes_give_the_same_verdicts(library_runs, path):
     def facts(mode):
         result, observations = library_runs(path.stem, mode)

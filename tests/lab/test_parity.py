@@ -22,7 +22,12 @@ pytestmark = pytest.mark.lab
 
 LIBRARY = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
 MODES = ("iptables", "nftables")
-BUILTIN_ONLY = {"no-snat-broken-return"}  # its whatIf fault is one only our renderer commits
+# their whatIf faults are ones only our renderer commits
+BUILTIN_ONLY = {
+    "no-snat-broken-return",
+    "udp-stale-conntrack-no-cleanup",
+    "tcp-invalid-segment-no-drop",
+}
 MAX_PROBES = 60  # an upper bound on the library's probes, for the level below
 # The parity checks share one thousandth of the suite's one-in-a-thousand false alarms.
 ALPHA = 1e-4 / (CHECKS_PER_PROBE * MAX_PROBES * len(MODES))
@@ -53,12 +58,20 @@ def test_upstream_kube_proxy_gives_what_our_renderer_gives(library_runs, path, m
     assert not found, "\n".join(found)
 
 
-def test_a_fault_only_our_renderer_commits_is_refused_in_upstream_mode() -> None:
-    path = LIBRARY[0].parent / "no-snat-broken-return.yaml"
+@pytest.mark.parametrize(
+    ("name", "fault"),
+    [
+        ("no-snat-broken-return", "no-snat"),
+        ("udp-stale-conntrack-no-cleanup", "no-conntrack-cleanup"),
+        ("tcp-invalid-segment-no-drop", "no-invalid-drop"),
+    ],
+)
+def test_a_fault_only_our_renderer_commits_is_refused_in_upstream_mode(name, fault) -> None:
+    path = LIBRARY[0].parent / f"{name}.yaml"
     scenario, plan = load_both(str(path), None, "upstream")
     lab = Lab(plan, scenario=scenario)
     try:
-        with pytest.raises(TestbedError, match="whatIf no-snat") as caught:
+        with pytest.raises(TestbedError, match=f"whatIf {fault}") as caught:
             lab.up()
     finally:
         lab.down()  # had it come up, nothing stays behind

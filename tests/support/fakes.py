@@ -38,6 +38,7 @@ class FakeKernel:
     runs: list[Run] = field(default_factory=list)
     made: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    unplugged: list[str] = field(default_factory=list)
     fail: Callable[[Run], bool] = lambda run: False
 
     # -- the runner (kernel/shell.py's run_in) --
@@ -53,6 +54,9 @@ class FakeKernel:
         for short in wiring.namespaces:
             self.made.append(wiring.ns(short))
             on_made(wiring.ns(short))
+
+    def unplug(self, names: Sequence[str]) -> None:
+        self.unplugged += names
 
     def remove(self, names: Sequence[str]) -> list[str]:
         self.removed += names

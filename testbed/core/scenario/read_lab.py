@@ -209,6 +209,7 @@ class LabReading:
                 "nodePortAddresses",
                 "implementation",
                 "version",
+                "conntrack",
             )
         )
         out = KubeProxySpec()
@@ -219,6 +220,10 @@ class LabReading:
             if not VERSION.fullmatch(text):
                 v.fail(f"{show(text)} is not a Kubernetes version like v1.37.2")
             out = replace(out, version="v" + text.removeprefix("v"))
+        if (v := kp_v.get("conntrack")) is not None:
+            v.mapping(("tcpBeLiberal",))
+            if (liberal := v.get("tcpBeLiberal")) is not None:
+                out = replace(out, tcp_be_liberal=liberal.boolean())
         if (v := kp_v.get("masqueradeAll")) is not None:
             out = replace(out, masquerade_all=v.boolean())
         if (v := kp_v.get("detectLocalMode")) is not None:

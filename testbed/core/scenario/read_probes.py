@@ -51,7 +51,18 @@ class ProbeReading:
     def _probe(self, item: _V, step_name: str | None = None) -> ProbePlan:
         """A spec.probes entry; inside a step the step's name names it."""
         item.mapping(
-            ("name", "from", "to", "protocol", "count", "expect", "measureLatency", "mode", "trace")
+            (
+                "name",
+                "from",
+                "to",
+                "protocol",
+                "count",
+                "expect",
+                "measureLatency",
+                "mode",
+                "trace",
+                "sourcePort",
+            )
         )
         if step_name is None:
             name = self._claim_name(item.need("name"), "probe")
@@ -90,9 +101,31 @@ class ProbeReading:
                 )
             if latency:
                 mode_v.fail("latency is measured on connections (mode: connection)")
+        if mode == "outOfWindow":
+            self._out_of_window(mode_v, source, protocol, latency)
         trace_v = item.get("trace")
         trace = trace_v.boolean() if trace_v is not None else False
-        return ProbePlan(name, source, target, protocol, count, expect, latency, mode, trace)
+        port_v = item.get("sourcePort")
+        source_port = None
+        if port_v is not None:
+            source_port = port_v.integer(1024, 65535, f"{port_v.value} is outside 1024-65535")
+            if mode != "connection":
+                port_v.fail(f"sourcePort is for mode: connection probes (this one is {mode})")
+        return ProbePlan(
+            name, source, target, protocol, count, expect, latency, mode, trace, source_port
+        )
+
+    def _out_of_window(self, mode_v: _V, source: str, protocol: str, latency: bool) -> None:
+        """outOfWindow: a pod's TCP connection, whose server side sends one stray segment."""
+        if protocol != TCP:
+            mode_v.fail("outOfWindow is a TCP story: the pod's segment is out of the window")
+        if self.seen.owner("pod", source) is None:
+            mode_v.fail(
+                "outOfWindow probes start at a pod: the stray segment must be forwarded "
+                "by a node to reach it"
+            )
+        if latency:
+            mode_v.fail("latency is measured on connections (mode: connection)")
 
     # steps
 

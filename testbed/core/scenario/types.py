@@ -23,7 +23,7 @@ MAX_REPLICAS = 10_000
 MAX_PODS = 100_000
 MAX_PROBE_COUNT = 100_000
 DEFAULT_AFFINITY_TIMEOUT = 10800
-KNOWN_FAULTS = frozenset({"no-snat"})
+KNOWN_FAULTS = frozenset({"no-snat", "no-conntrack-cleanup", "no-invalid-drop"})
 IMPLEMENTATIONS = ("builtin", "upstream")  # spec.kubeProxy.implementation
 VERSION = re.compile(r"v?\d+\.\d+\.\d+")  # spec.kubeProxy.version
 RESERVED_NAMES = frozenset({"edge"})  # the lab's router
@@ -156,6 +156,7 @@ class KubeProxySpec:
     node_port_addresses: tuple[str, ...] = ()  # CIDRs or "primary"; () = kube-proxy's default
     implementation: str = "builtin"  # builtin | upstream
     version: str = ""  # vX.Y.Z of upstream Kubernetes ("": the newest built)
+    tcp_be_liberal: bool = False  # conntrack.tcpBeLiberal
 
 
 # a pod's place in its life, as steps set it (Scenario.lifecycle; no entry: running, ready)

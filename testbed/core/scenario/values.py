@@ -328,7 +328,7 @@ def _service_name(v: _V) -> str:
     return value
 
 
-PROBE_MODES = ("connection", "packet")
+PROBE_MODES = ("connection", "packet", "outOfWindow")
 
 
 def _protocol(v: _V | None) -> str:
