@@ -12,6 +12,7 @@ from testbed.core.model import (
     TCP,
     ContainerPort,
     LoadBalancerConfig,
+    LoadPlan,
     ProbePlan,
 )
 from testbed.core.yamlsrc import SourceError, one_line
@@ -22,6 +23,7 @@ MAX_NODES = 1000
 MAX_REPLICAS = 10_000
 MAX_PODS = 100_000
 MAX_PROBE_COUNT = 100_000
+MAX_LOADS = 10  # load steps in one scenario (they may all run at once)
 DEFAULT_AFFINITY_TIMEOUT = 10800
 KNOWN_FAULTS = frozenset({"no-snat"})
 IMPLEMENTATIONS = ("builtin", "upstream")  # spec.kubeProxy.implementation
@@ -159,7 +161,13 @@ class KubeProxySpec:
 
 
 CHANGE_ACTIONS = ("deletePod", "scale", "setPolicy", "proxyHealthy", "edgeHealthChecks")
-STEP_ACTIONS = (*CHANGE_ACTIONS, "waitForHealthChecks", "probe", "probeDuringConvergence")
+STEP_ACTIONS = (
+    *CHANGE_ACTIONS,
+    "waitForHealthChecks",
+    "probe",
+    "probeDuringConvergence",
+    "load",
+)
 
 
 @dataclass(frozen=True)
@@ -181,6 +189,7 @@ class Step:
     node: str | None = None  # proxyHealthy
     healthy: bool = True  # proxyHealthy; edgeHealthChecks: whether the edge checks
     probe: ProbePlan | None = None  # probe, probeDuringConvergence
+    load: LoadPlan | None = None  # load: runs in the background until its `until` step ends
     loc: Loc = field(default=NOWHERE, compare=False)
 
     @property
