@@ -100,7 +100,10 @@ class RunningLoad:
         """Its verdict row; `marks` are the steps that ran meanwhile (its own step first)."""
         sample = self.stop()
         steps = [
-            StepMark(m.name, max(0.0, m.start - self.began), max(0.0, m.end - self.began))
+            # its own step ends as it begins: it only started the load
+            StepMark(m.name, 0.0, 0.0)
+            if m.name == self.plan.name
+            else StepMark(m.name, max(0.0, m.start - self.began), max(0.0, m.end - self.began))
             for m in marks
         ]
         if not steps:
