@@ -336,16 +336,16 @@ class Lab:
         if self._capture is not None:  # capture points follow the pods
             self._capture.stop()
             self._capture = None
+        if self.hub is not None:  # a new pod listens before any rule sends it traffic,
+            for name in sorted(added):  # as a ready pod does before it is an endpoint
+                pod = plan.pod(name)
+                for port, proto in self._pod_ports(name, plan):
+                    self.hub.add_echo(wiring.ns(name), name, pod.ip, port, proto)
         self.sync(plan)
         if self._state is not None:
             self._state.namespaces = final
             state.save(self._state)
             state.save_copy(self.id, self.scenario, self.plan, self.removed)
-        if self.hub is not None:
-            for name in sorted(added):
-                pod = plan.pod(name)
-                for port, proto in self._pod_ports(name):
-                    self.hub.add_echo(wiring.ns(name), name, pod.ip, port, proto)
 
     # -- changes that re-plan ----------------------------------------------------
 
@@ -410,10 +410,11 @@ class Lab:
             for port, proto in self._pod_ports(pod.name):
                 self.hub.add_echo(self.wiring.ns(pod.name), pod.name, pod.ip, port, proto)
 
-    def _pod_ports(self, pod_name: str) -> list[tuple[int, str]]:
-        pod = self.plan.pod(pod_name)
+    def _pod_ports(self, pod_name: str, plan: Plan | None = None) -> list[tuple[int, str]]:
+        plan = plan or self.plan
+        pod = plan.pod(pod_name)
         ports = {(p.port, p.protocol) for p in pod.ports}
-        for svc in self.plan.services:
+        for svc in plan.services:
             for port in svc.ports:
                 for ep in port.endpoints:
                     if ep.pod == pod_name:
