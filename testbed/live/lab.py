@@ -19,7 +19,14 @@ from testbed.core import limits, topology
 from testbed.core import scenario as loader
 from testbed.core.errors import LabError
 from testbed.core.load import replan
-from testbed.core.model import DEFAULT_PROBE_COUNT, Expectation, NodePlan, Plan, ProbePlan
+from testbed.core.model import (
+    DEFAULT_PROBE_COUNT,
+    Expectation,
+    LoadPlan,
+    NodePlan,
+    Plan,
+    ProbePlan,
+)
 from testbed.core.records import Observation
 from testbed.core.scenario import Scenario
 from testbed.kernel import netns, procs, signals, state
@@ -34,6 +41,7 @@ from testbed.kubeproxy import objects
 from testbed.live import changes, steps
 from testbed.live.described import described_probe
 from testbed.live.host import Host, NetnsHost
+from testbed.live.load import RunningLoad
 from testbed.live.proxy import Proxy, RenderedProxy
 from testbed.live.upstream import UpstreamProxy
 from testbed.verdict import judge, oracle
@@ -532,6 +540,11 @@ class Lab:
     def verdicts(self) -> list[Verdict]:
         """Run every probe and step of the scenario, as `testbed run` does; the verdicts."""
         return [verdict for _, verdict in steps.run_scenario(self)]
+
+    def load(self, plan: LoadPlan) -> RunningLoad:
+        """Start a steady load in the background, as a `load` step does:
+        `with lab.load(plan) as running: <change the lab>`, then `running.verdict()`."""
+        return RunningLoad(self, plan).start()
 
     # -- looking inside ------------------------------------------------------
 

@@ -4,12 +4,14 @@ where nothing should (both proxy modes, our renderer and the real kube-proxy).""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import jsonschema
 import pytest
 
 from testbed.core.load import load_both
+from testbed.core.model import LoadPlan, Target
 from testbed.kernel import upstreambin
 from testbed.live import runner
 from tests.support.commands import run_testbed
@@ -158,3 +160,27 @@ def test_run_writes_the_timeline_picture_and_a_report_that_fits_the_schema(tmp_p
     load = data["scenarios"][0]["probes"][0]["load"]
     assert load["attempts"] == sum(w[1] for w in load["windows"])
     assert "polyline" in (tmp_path / "report.html").read_text()
+
+
+def test_a_load_from_python_around_a_change(lab):
+    built = lab(STORY)
+    plan = LoadPlan(
+        "from-python",
+        "client",
+        Target(service="default/web", port=80, via="loadBalancer"),
+        rate=100,
+        timeout=0.5,
+        window=0.5,
+        success_rate=1.0,
+    )
+    with built.load(plan) as running:
+        time.sleep(0.6)
+        built.delete_pod("web-b")
+        time.sleep(0.6)
+    verdict = running.verdict()
+    info = verdict.details["load"]
+    assert verdict.observed["sent"] >= 100, verdict.observed  # 1.2 s at 100/s, at least
+    assert not verdict.passed  # node-2 dropped flows until the edge noticed
+    assert "failures entered at node-2" in verdict.reasons[0]
+    assert info["windows"][0][2] == info["windows"][0][1], "all well before the deletion"
+    assert [s["name"] for s in info["steps"]] == ["from-python"]  # no steps: one span
