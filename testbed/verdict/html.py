@@ -314,10 +314,11 @@ def _probe(probe: Mapping, topology: Mapping, uid: str, number: int) -> str:
     obs, exp, ora = probe.get("observed", {}), probe.get("expected", {}), probe.get("oracle", {})
     passed = bool(probe.get("passed"))
     name = probe.get("name", "?")
+    kind = "load" if probe.get("load") else "probe"
     pods = ", ".join(f"{k} x{v}" for k, v in obs.get("pods", {}).items()) or "-"
     parts = [
         f'<article class="probe{"" if passed else " failed"}" id="{uid}">',
-        f"<h4>{number}. probe {esc(name)} {_badge(passed)}</h4>",
+        f"<h4>{number}. {kind} {esc(name)} {_badge(passed)}</h4>",
         "<dl>",
         f"<dt>completed</dt><dd>{esc(completed_words(obs))}</dd>",
         f"<dt>pod(s)</dt><dd>{esc(pods)}</dd>",
@@ -330,6 +331,10 @@ def _probe(probe: Mapping, topology: Mapping, uid: str, number: int) -> str:
     if probe.get("reasons"):
         items = "".join(f"<li>{esc(r)}</li>" for r in probe["reasons"])
         parts.append(f'<ul class="lines reasons">{items}</ul>')
+    if probe.get("load"):  # a load: its timeline, not one path (it has no flows)
+        lines = "".join(f"<li>{esc(x)}</li>" for x in probe.get("lines", []))
+        parts.append(f'<ul class="lines">{lines}</ul>{_load(probe["load"], exp)}</article>')
+        return "".join(parts)
     route = probe.get("route") or {"source": "?", "target": "?"}
     parts.append(
         pathsvg.draw(
@@ -344,8 +349,6 @@ def _probe(probe: Mapping, topology: Mapping, uid: str, number: int) -> str:
         )
     if probe.get("convergence"):
         parts.append(_timeline(probe["convergence"]))
-    if probe.get("load"):
-        parts.append(_load(probe["load"], exp))
     parts.append("<details open><summary>every way the attempts went, hop by hop</summary>")
     parts.append(_flow_table(probe.get("flows", [])))
     parts.append("</details><details><summary>the oracle's prediction and its causes</summary>")
