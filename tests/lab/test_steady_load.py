@@ -14,6 +14,7 @@ from testbed.core.load import load_both
 from testbed.core.model import LoadPlan, Target
 from testbed.kernel import upstreambin
 from testbed.live import runner
+from testbed.live.load import RunningLoad
 from tests.support.commands import run_testbed
 
 pytestmark = pytest.mark.lab
@@ -184,3 +185,17 @@ def test_a_load_from_python_around_a_change(lab):
     assert "failures entered at node-2" in verdict.reasons[0]
     assert info["windows"][0][2] == info["windows"][0][1], "all well before the deletion"
     assert [s["name"] for s in info["steps"]] == ["from-python"]  # no steps: one span
+
+
+def test_a_load_stops_at_its_attempt_limit_and_says_so(lab):
+    built = lab(STORY)
+    plan = LoadPlan(
+        "capped", "client", Target(service="default/web", port=80, via="loadBalancer"), rate=200
+    )
+    running = RunningLoad(built, plan, limit=40).start()
+    time.sleep(0.5)  # 100 attempts due: the limit stops it at 40
+    verdict = running.verdict()
+    info = verdict.details["load"]
+    assert (info["attempts"], info["capped"]) == (40, True)
+    assert not verdict.passed
+    assert "stopped at 40 attempts" in verdict.reasons[-1]
