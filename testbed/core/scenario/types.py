@@ -175,7 +175,8 @@ class Step:
     """One thing done to the running lab after spec.probes, in the order written.
 
     Changes (deletePod, scale, setPolicy, proxyHealthy) edit the world; the rest
-    wait for the edge or probe it. A probe step's verdict carries the step's name.
+    wait for the edge or probe it. A probe step's verdict carries the step's name; so
+    does a load's, which runs in the background until its `until` step has ended.
     """
 
     name: str
