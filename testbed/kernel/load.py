@@ -243,8 +243,12 @@ class LoadEngine:
         except TimeoutError:
             pass  # DROPPED before an answer, BROKEN once connected: `state` says which
         except OSError as exc:
-            connected = state["end"] == BROKEN
-            state["end"] = REJECTED if exc.errno in REFUSALS and not connected else BROKEN
+            if state["end"] == BROKEN:  # connected, then reset or failed: broken
+                pass
+            elif exc.errno == errno.ETIMEDOUT:  # every SYN went unanswered
+                state["end"] = DROPPED
+            else:
+                state["end"] = REJECTED if exc.errno in REFUSALS else BROKEN
         finally:
             sock.close()
             self.durations[i] = loop.time() - t0 - start

@@ -173,8 +173,8 @@ def judge_load(
         reasons.append("no attempt started: nothing to judge")
     if sample.capped:
         reasons.append(
-            f"the load stopped at {sample.limit:,} attempts (the probe limit) before its last "
-            f"step ended: lower ratePerSecond"
+            f"the load stopped at {sample.limit:,} attempts (its limit, a probe's most) before "
+            f"its last step ended: lower ratePerSecond"
         )
 
     lines = [
