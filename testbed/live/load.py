@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from testbed.core.model import LoadPlan, ProbePlan
+from testbed.core.records import Observation
+from testbed.core.scenario import Step
 from testbed.core.scenario.types import MAX_PROBE_COUNT
 from testbed.core.targets import aim, source_address, source_kind
 from testbed.core.topology import EDGE, link_name
@@ -118,3 +120,38 @@ class RunningLoad:
             self.stop()
         else:
             self.close()
+
+
+class Loads:
+    """The loads of one run of steps: each keeps its place among the results, and sees
+    every step that ran while it did (steps.run calls back around each step)."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self._running: list[tuple[int, RunningLoad, list[Mark]]] = []  # result slot, load
+        self._began = 0.0
+
+    def step_began(self) -> None:
+        self._began = time.monotonic()
+
+    def start(self, step: Step, slot: int) -> None:
+        """Start a load step's load; its verdict will go to results[slot]."""
+        assert step.load is not None
+        self._running.append((slot, RunningLoad(self.lab, step.load).start(), []))
+
+    def step_ended(self, step: Step, last: bool, out: list) -> None:
+        """Note the step; end (and judge into their places) the loads it was the end of."""
+        mark = Mark(step.name, self._began, time.monotonic())
+        for _slot, _load, marks in self._running:
+            marks.append(mark)
+        for entry in list(self._running):
+            slot, load, marks = entry
+            if load.plan.until == step.name or (load.plan.until is None and last):
+                self._running.remove(entry)
+                load.stop(self.lab)
+                out[slot] = (Observation(load.plan.name, (), load.source), load.verdict(marks))
+
+    def close(self) -> None:
+        for _slot, load, _marks in self._running:
+            load.close()
+        self._running.clear()

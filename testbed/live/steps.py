@@ -32,7 +32,7 @@ from testbed.kernel import signals
 from testbed.kernel.checkpoint import reached
 from testbed.kernel.probe import DEFAULT_TIMEOUT
 from testbed.live import tracing
-from testbed.live.load import Mark, RunningLoad
+from testbed.live.load import Loads
 from testbed.verdict import judge, oracle
 from testbed.verdict.judge import Verdict
 
@@ -219,48 +219,38 @@ def run(
     A load step starts a load that runs on in the background; its verdict takes the
     load step's place in the results once its `until` step (or the last) has ended.
     """
+    loads = Loads(lab)
+    try:
+        return [r for r in _run(lab, steps, progress, loads) if r is not None]
+    finally:
+        loads.close()  # an error stopped the steps: let go of the loads under way
+
+
+def _run(
+    lab: Lab, steps: Sequence[Step], progress: Progress | None, loads: Loads
+) -> list[tuple[Observation, Verdict] | None]:
     out: list[tuple[Observation, Verdict] | None] = []
     since: _Since | None = None
-    loads: list[tuple[int, Step, RunningLoad, list[Mark]]] = []  # result slot, step, load
-    try:
-        for step in steps:
-            if progress:
-                progress(f"{lab.plan.name}: step {step.name} ({step.action})")
-            began = time.monotonic()
-            if step.changes_lab:
-                pools = lab.lb_nodes()
-                _change(lab, step)
-                since = _Since(time.monotonic(), _rounds(lab), pools, step.name)
-            elif step.action == "load":
-                assert step.load is not None
-                loads.append((len(out), step, RunningLoad(lab, step.load).start(), []))
-                out.append(None)
-            elif step.action == "waitForHealthChecks":
-                wait_settled(lab, since)
-            elif step.action == "probeDuringConvergence":
-                assert step.probe is not None and since is not None  # the loader checks both
-                out.append(during_convergence(lab, step.probe, since))
-            else:
-                assert step.probe is not None
-                out.append(observe(lab, step.probe))
-            mark = Mark(step.name, began, time.monotonic())
-            for _slot, _step, _load, marks in loads:
-                marks.append(mark)
-            for entry in [e for e in loads if e[1].load.until in (step.name, None)]:
-                if entry[1].load.until is None and step is not steps[-1]:
-                    continue
-                loads.remove(entry)
-                out[entry[0]] = _load_result(lab, entry[2], entry[3])
-    finally:
-        for _slot, _step, load, _marks in loads:  # an error stopped the steps: let go
-            load.close()
-    return [r for r in out if r is not None]
-
-
-def _load_result(lab: Lab, load: RunningLoad, marks: list[Mark]) -> tuple[Observation, Verdict]:
-    load.stop(lab)
-    verdict = load.verdict(marks)
-    return Observation(load.plan.name, (), load.source), verdict
+    for step in steps:
+        if progress:
+            progress(f"{lab.plan.name}: step {step.name} ({step.action})")
+        loads.step_began()
+        if step.changes_lab:
+            pools = lab.lb_nodes()
+            _change(lab, step)
+            since = _Since(time.monotonic(), _rounds(lab), pools, step.name)
+        elif step.action == "load":
+            out.append(loads.start(step, len(out)))  # a place kept for its verdict
+        elif step.action == "waitForHealthChecks":
+            wait_settled(lab, since)
+        elif step.action == "probeDuringConvergence":
+            assert step.probe is not None and since is not None  # the loader checks both
+            out.append(during_convergence(lab, step.probe, since))
+        else:
+            assert step.probe is not None
+            out.append(observe(lab, step.probe))
+        loads.step_ended(step, last=step is steps[-1], out=out)
+    return out
 
 
 def run_scenario(
