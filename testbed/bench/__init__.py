@@ -27,6 +27,7 @@ from typing import Any
 # the sections and what the command, scripts and tests use of them
 from testbed.bench.figures import SECTIONS, Figure, iqr, median, spread, table
 from testbed.bench.labs import bench_default, bench_scale, child_scale
+from testbed.bench.load import bench_load
 from testbed.bench.probes import bench_memory, bench_probes, bench_startup, probe_batches
 from testbed.bench.rules import bench_rules
 from testbed.bench.sandbox import Sandbox, scale_plan, wiring_seconds
@@ -62,6 +63,7 @@ BENCHES: dict[str, Callable[[Config, Sandbox, Callable[[str], None]], list[Figur
     "startup": bench_startup,
     "memory": bench_memory,
     "upstream": bench_upstream,
+    "load": bench_load,
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SCENARIO = ROOT / "scenarios" / "default.yaml"
-SECTIONS = ("default", "scale", "rules", "probes", "startup", "memory", "upstream")
+SECTIONS = ("default", "scale", "rules", "probes", "startup", "memory", "upstream", "load")
 NS_PREFIX = "tbb-"
 MODES = ("iptables", "nftables")
 

@@ -203,12 +203,13 @@ def time_lab(plan: Plan, serve: bool, lab_id: str | None = None) -> LabRun:
 
 
 @contextlib.contextmanager
-def running_lab(plan: Plan, serve: bool) -> Iterator[Any]:
-    """A lab that is torn down even when its own teardown fails half-way."""
+def running_lab(plan: Plan, serve: bool, scenario: Any = None) -> Iterator[Any]:
+    """A lab that is torn down even when its own teardown fails half-way (with its
+    `scenario`, it can also re-plan: scale, set a policy)."""
     from testbed.kernel import netbuild, state
     from testbed.live.lab import Lab
 
-    lab = Lab(plan, serve=serve)
+    lab = Lab(plan, serve=serve, scenario=scenario)
     try:
         lab.up()
         yield lab

@@ -233,6 +233,31 @@ class ProbePlan:
     source_port: int | None = None
 
 
+# A steady load (a step `load:`): attempts started at a fixed rate in the background
+# across the following steps; docs/scenario-format.md, "A steady load across steps".
+DEFAULT_LOAD_RATE = 50.0  # attempts started per second
+LOAD_RATE_RANGE = (1.0, 1000.0)
+DEFAULT_LOAD_TIMEOUT = 5.0  # seconds per attempt, as the e2e disruption tests wait
+LOAD_TIMEOUT_RANGE = (0.1, 60.0)
+DEFAULT_LOAD_WINDOW = 1.0  # seconds: the success rate is judged per window
+LOAD_WINDOW_RANGE = (0.1, 60.0)
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """A load: where it goes, how fast, and the success rate every window must reach."""
+
+    name: str  # the step that starts it; its verdict row carries this name
+    source: str  # client, pod or node name
+    target: Target
+    protocol: str = TCP
+    rate: float = DEFAULT_LOAD_RATE
+    timeout: float = DEFAULT_LOAD_TIMEOUT
+    window: float = DEFAULT_LOAD_WINDOW
+    until: str | None = None  # the step after which it ends; None: the last step
+    success_rate: float = 1.0  # expect.successRate: the least any window may show
+
+
 @dataclass(frozen=True)
 class Plan:
     name: str

@@ -119,6 +119,12 @@ class Capture:
         with self._lock:
             self._frames.clear()
 
+    def take(self) -> list[Frame]:
+        """Every frame so far, forgotten here at once: a long reader keeps memory flat."""
+        with self._lock:
+            taken, self._frames = self._frames, []
+        return taken
+
     def stop(self) -> None:
         self._stop.set()
         with contextlib.suppress(OSError):

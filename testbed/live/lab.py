@@ -19,7 +19,14 @@ from testbed.core import limits, topology
 from testbed.core import scenario as loader
 from testbed.core.errors import LabError
 from testbed.core.load import replan
-from testbed.core.model import DEFAULT_PROBE_COUNT, Expectation, NodePlan, Plan, ProbePlan
+from testbed.core.model import (
+    DEFAULT_PROBE_COUNT,
+    Expectation,
+    LoadPlan,
+    NodePlan,
+    Plan,
+    ProbePlan,
+)
 from testbed.core.records import Observation
 from testbed.core.scenario import Drain, Rollout, Scenario, Taint
 from testbed.kernel import netns, procs, signals, state
@@ -35,6 +42,7 @@ from testbed.live import changes, lifecycle, steps
 from testbed.live.described import described_probe
 from testbed.live.flows import FlowBook, after_probe
 from testbed.live.host import Host, NetnsHost
+from testbed.live.load import RunningLoad
 from testbed.live.proxy import Proxy, RenderedProxy
 from testbed.live.upstream import UpstreamProxy
 from testbed.verdict import judge, oracle
@@ -339,16 +347,16 @@ class Lab:
         if self._capture is not None:  # capture points follow the pods
             self._capture.stop()
             self._capture = None
+        if self.hub is not None:  # a new pod listens before any rule sends it traffic,
+            for name in sorted(added):  # as a ready pod does before it is an endpoint
+                pod = plan.pod(name)
+                for port, proto in self._pod_ports(name, plan):
+                    self.hub.add_echo(wiring.ns(name), name, pod.ip, port, proto)
         self.sync(plan)
         if self._state is not None:
             self._state.namespaces = final
             state.save(self._state)
             state.save_copy(self.id, self.scenario, self.plan, self.removed)
-        if self.hub is not None:
-            for name in sorted(added):
-                pod = plan.pod(name)
-                for port, proto in self._pod_ports(name):
-                    self.hub.add_echo(wiring.ns(name), name, pod.ip, port, proto)
 
     # -- changes that re-plan ----------------------------------------------------
 
@@ -433,10 +441,11 @@ class Lab:
             for port, proto in self._pod_ports(pod.name):
                 self.hub.add_echo(self.wiring.ns(pod.name), pod.name, pod.ip, port, proto)
 
-    def _pod_ports(self, pod_name: str) -> list[tuple[int, str]]:
-        pod = self.plan.pod(pod_name)
+    def _pod_ports(self, pod_name: str, plan: Plan | None = None) -> list[tuple[int, str]]:
+        plan = plan or self.plan
+        pod = plan.pod(pod_name)
         ports = {(p.port, p.protocol) for p in pod.ports}
-        for svc in self.plan.services:
+        for svc in plan.services:
             for port in svc.ports:
                 for ep in port.endpoints:
                     if ep.pod == pod_name:
@@ -556,6 +565,11 @@ class Lab:
     def verdicts(self) -> list[Verdict]:
         """Run every probe and step of the scenario, as `testbed run` does; the verdicts."""
         return [verdict for _, verdict in steps.run_scenario(self)]
+
+    def load(self, plan: LoadPlan) -> RunningLoad:
+        """Start a steady load in the background, as a `load` step does:
+        `with lab.load(plan) as running: <change the lab>`, then `running.verdict()`."""
+        return RunningLoad(self, plan).start()
 
     # -- looking inside ------------------------------------------------------
 

@@ -32,6 +32,7 @@ from testbed.kernel import signals
 from testbed.kernel.checkpoint import reached
 from testbed.kernel.probe import DEFAULT_TIMEOUT
 from testbed.live import tracing
+from testbed.live.load import Loads
 from testbed.verdict import judge, oracle
 from testbed.verdict.judge import Verdict
 
@@ -232,16 +233,33 @@ def during_convergence(lab: Lab, probe: ProbePlan, since: _Since) -> tuple[Obser
 def run(
     lab: Lab, steps: Sequence[Step], progress: Progress | None = None
 ) -> list[tuple[Observation, Verdict]]:
-    """Run the steps in order; every probe step gives an (Observation, Verdict)."""
-    out: list[tuple[Observation, Verdict]] = []
+    """Run the steps in order; every probe step gives an (Observation, Verdict).
+
+    A load step starts a load that runs on in the background; its verdict takes the
+    load step's place in the results once its `until` step (or the last) has ended.
+    """
+    loads = Loads(lab)
+    try:
+        return [r for r in _run(lab, steps, progress, loads) if r is not None]
+    finally:
+        loads.close()  # an error stopped the steps: let go of the loads under way
+
+
+def _run(
+    lab: Lab, steps: Sequence[Step], progress: Progress | None, loads: Loads
+) -> list[tuple[Observation, Verdict] | None]:
+    out: list[tuple[Observation, Verdict] | None] = []
     since: _Since | None = None
     for step in steps:
         if progress:
             progress(f"{lab.plan.name}: step {step.name} ({step.action})")
+        loads.step_began()
         if step.changes_lab:
             pools = lab.lb_nodes()
             _change(lab, step, progress)
             since = _Since(time.monotonic(), _rounds(lab), pools, step.name)
+        elif step.action == "load":
+            out.append(loads.start(step, len(out)))  # a place kept for its verdict
         elif step.action == "waitForHealthChecks":
             wait_settled(lab, since)
         elif step.action == "probeDuringConvergence":
@@ -250,6 +268,7 @@ def run(
         else:
             assert step.probe is not None
             out.append(observe(lab, step.probe))
+        loads.step_ended(step, last=step is steps[-1], out=out)
     return out
 
 

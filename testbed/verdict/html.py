@@ -59,6 +59,7 @@ ol.chain li.hook{background:#eaecee;font-weight:bold}
 .good{color:#1e8449;font-weight:bold}.bad{color:#c0392b;font-weight:bold}
 ol.chain li.end.good,ol.chain li.end.bad{font-weight:bold}
 svg line.mark{stroke:#34495e;stroke-dasharray:4 3}
+svg polyline.rate{fill:none;stroke:#17202a;stroke-width:1.5}
 """
 
 
@@ -222,6 +223,54 @@ def _timeline(conv: Mapping) -> str:
     )
 
 
+def _load(info: Mapping, expected: Mapping) -> str:
+    """A steady load: attempts per window by how they ended, steps as dashed lines."""
+    rows = info.get("windows") or []
+    if not rows:
+        return ""
+    w, h, left, base = 640, 200, 44, 160
+    width = float(info.get("windowSeconds", 1)) or 1.0
+    span = (max(r[0] for r in rows) + width) or 1.0
+    most = max(r[1] for r in rows) or 1
+    scale = (w - left - 20) / span
+    out = [
+        '<text x="4" y="14" class="small">attempts per window: completed, broken, rejected, '
+        f"dropped; the line: success rate (expected at least {expected.get('successRate', 1):g})"
+        "</text>"
+    ]
+    for r in rows:
+        x, y = left + r[0] * scale, base
+        for n, cls in zip(r[2:6], ("completed", "other", "other", "dropped"), strict=True):
+            if n > 0:
+                bh = (base - 70) * n / most
+                y -= bh
+                out.append(
+                    f'<rect class="bar-{cls}" x="{x:.1f}" y="{y:.1f}" '
+                    f'width="{max(scale * width * 0.9, 1):.1f}" height="{bh:.1f}">'
+                    f"<title>{r[0]:g} s: {n} of {r[1]}</title></rect>"
+                )
+    points = [
+        f"{left + (r[0] + width / 2) * scale:.1f},{base - (base - 70) * r[2] / r[1]:.1f}"
+        for r in rows
+        if r[1]
+    ]
+    out.append(f'<polyline class="rate" points="{" ".join(points)}"/>')
+    for k, step in enumerate(info.get("steps", [])):
+        x = left + step["start"] * scale
+        y = 30 + 12 * (k % 3)
+        out.append(f'<line class="mark" x1="{x:.1f}" y1="{y - 8}" x2="{x:.1f}" y2="{base}"/>')
+        out.append(f'<text x="{x + 3:.1f}" y="{y}" class="small">{esc(step["name"])}</text>')
+    out.append(
+        f'<text x="{left}" y="{base + 16}" class="small">0 s</text>'
+        f'<text x="{w - 60}" y="{base + 16}" class="small">{span:.1f} s</text>'
+        f'<text x="{left + 60}" y="{base + 30}" class="small">seconds since the load began</text>'
+    )
+    return (
+        f'<svg class="timeline" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" '
+        f'width="{w}" height="{h}">{"".join(out)}</svg>'
+    )
+
+
 def _trace_end(verdict: str) -> str:
     if verdict.startswith(("dropped", "rejected", "DROP", "REJECT")):
         return "bad"
@@ -265,10 +314,11 @@ def _probe(probe: Mapping, topology: Mapping, uid: str, number: int) -> str:
     obs, exp, ora = probe.get("observed", {}), probe.get("expected", {}), probe.get("oracle", {})
     passed = bool(probe.get("passed"))
     name = probe.get("name", "?")
+    kind = "load" if probe.get("load") else "probe"
     pods = ", ".join(f"{k} x{v}" for k, v in obs.get("pods", {}).items()) or "-"
     parts = [
         f'<article class="probe{"" if passed else " failed"}" id="{uid}">',
-        f"<h4>{number}. probe {esc(name)} {_badge(passed)}</h4>",
+        f"<h4>{number}. {kind} {esc(name)} {_badge(passed)}</h4>",
         "<dl>",
         f"<dt>completed</dt><dd>{esc(completed_words(obs))}</dd>",
         f"<dt>pod(s)</dt><dd>{esc(pods)}</dd>",
@@ -281,6 +331,10 @@ def _probe(probe: Mapping, topology: Mapping, uid: str, number: int) -> str:
     if probe.get("reasons"):
         items = "".join(f"<li>{esc(r)}</li>" for r in probe["reasons"])
         parts.append(f'<ul class="lines reasons">{items}</ul>')
+    if probe.get("load"):  # a load: its timeline, not one path (it has no flows)
+        lines = "".join(f"<li>{esc(x)}</li>" for x in probe.get("lines", []))
+        parts.append(f'<ul class="lines">{lines}</ul>{_load(probe["load"], exp)}</article>')
+        return "".join(parts)
     route = probe.get("route") or {"source": "?", "target": "?"}
     parts.append(
         pathsvg.draw(

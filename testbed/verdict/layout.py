@@ -74,6 +74,9 @@ def step_words(step: Step) -> str:
         return f"taint {step.node} {t.key}{value}:{t.effect}"
     if step.action == "waitForHealthChecks":
         return "wait until the edge's health checks have settled"
+    if step.action == "load" and step.load is not None:
+        until = f"until {step.load.until} ends" if step.load.until else "until the last step ends"
+        return f"start a steady load of {step.load.rate:g}/s, {until}"
     if step.action == "probeDuringConvergence":
         return f"probe {step.name} while the edge converges"
     return f"probe {step.name}"
@@ -109,7 +112,7 @@ def topology(plan: Plan, steps: Sequence[Step] = ()) -> dict:
                 "name": s.name,
                 "action": s.action,
                 "words": step_words(s),
-                "probe": s.probe is not None,
+                "probe": s.probe is not None or s.load is not None,
                 **({"pod": s.pod} if s.pod else {}),
             }
             for s in steps

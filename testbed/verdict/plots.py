@@ -13,7 +13,10 @@ extra: it is imported only here and only when pictures are asked for.
 - `<scenario>-<mode>-shares.png`: every share probe of a scenario side by side;
 - `<scenario>-<mode>-<probe>-latency.png`: connect and request time per path;
 - `<scenario>-<mode>-<step>-convergence.png`: completed, dropped and other (broken or
-  rejected) attempts per batch while the edge converges after a change.
+  rejected) attempts per batch while the edge converges after a change;
+- `<scenario>-<mode>-<step>-timeline.png`: a steady load, attempts per window coloured by
+  how they ended, the success rate per window against expect.successRate, and the steps
+  that ran meanwhile as vertical lines.
 """
 
 from __future__ import annotations
@@ -425,6 +428,83 @@ def convergence_figure(result: ScenarioResult, verdict: Verdict):
     return fig
 
 
+# -- a steady load ---------------------------------------------------------------------
+
+
+def timeline_figure(result: ScenarioResult, verdict: Verdict):
+    """A load's attempts per window by how they ended, its success rate, and the steps."""
+    info = verdict.details["load"]
+    width = info["windowSeconds"]
+    rows = info["windows"]  # [start, sent, completed, broken, rejected, dropped]
+    fig = _figure(9.5, 5.0)
+    ax = fig.add_subplot()
+    starts = [r[0] for r in rows]
+    bottom = [0] * len(rows)
+    for k, end in enumerate(ENDS):
+        counts = [r[2 + k] for r in rows]
+        if not any(counts):
+            continue
+        ax.bar(
+            starts,
+            counts,
+            width=0.9 * width,
+            bottom=bottom,
+            align="edge",
+            color=END_COLOURS[end],
+            label=end,
+        )
+        bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+    top = max([*bottom, 1])
+    ax.set_ylim(0, top * 1.45)
+    ax.set_xlim(0, max([*starts, 0]) + width)
+    ax.set_xlabel("seconds since the load began (attempts count in the window they started in)")
+    ax.set_ylabel(f"attempts per {width:g} s window")
+    ax.grid(axis="y", alpha=0.3)
+    for k, step in enumerate(info["steps"]):
+        ax.axvline(step["start"], color="black", linestyle="--", linewidth=0.8)
+        ax.annotate(
+            step["name"],
+            (step["start"], top * (1.38 - 0.08 * (k % 3))),
+            fontsize=8,
+            xytext=(3, 0),
+            textcoords="offset points",
+        )
+    rate = ax.twinx()
+    judged = [(r[0] + width / 2, r[2] / r[1]) for r in rows if r[1]]
+    rate.plot(
+        [x for x, _ in judged],
+        [y for _, y in judged],
+        color="black",
+        marker=".",
+        lw=1.2,
+        label="success rate",
+    )
+    rate.axhline(
+        verdict.expected["successRate"],
+        color="#C44E52",
+        linestyle=":",
+        linewidth=1.2,
+        label="expected at least",
+    )
+    rate.set_ylim(0, 1.45)
+    rate.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    rate.set_ylabel("success rate per window")
+    handles = [*ax.get_legend_handles_labels()[0], *rate.get_legend_handles_labels()[0]]
+    fig.legend(handles=handles, loc="outside lower center", fontsize=8, ncols=6)
+    worst = info.get("worstWindow") or {}
+    outage = info.get("longestOutage") or {}
+    words = f"worst window {100 * worst.get('rate', 1):.1f}%"
+    if outage:
+        words += f", longest outage {outage['seconds']:.2f} s ({outage['attempts']} attempts)"
+    ax.set_title(
+        f"{verdict.name}: {info['ratePerSecond']:g}/s {info['protocol']} from {info['from']} "
+        f"to {info['to']}; {words}",
+        fontsize=10,
+    )
+    fig.suptitle(f"{result.name} ({result.proxy_mode})\n{_wrap(result.description)}", fontsize=11)
+    return fig
+
+
 # -- writing ------------------------------------------------------------------------
 
 
@@ -460,6 +540,10 @@ def write(
         if verdict.details.get("convergence", {}).get("timeline"):
             name = f"{stem}-{_slug(verdict.name)}-convergence.png"
             save(convergence_figure(result, verdict), name)
+    for verdict in result.verdicts:
+        if verdict.details.get("load", {}).get("windows"):
+            name = f"{stem}-{_slug(verdict.name)}-timeline.png"
+            save(timeline_figure(result, verdict), name)
     for obs in observations:
         if obs.probe in latency_probes and measure.latency(obs.attempts):
             save(latency_figure(result, obs), f"{stem}-{_slug(obs.probe)}-latency.png")

@@ -74,6 +74,10 @@ def _sources(obs: Mapping) -> str:
 
 
 def _expected(exp: Mapping) -> str:
+    if exp.get("successRate") is not None:  # a load: every window at least this
+        return f"success >= {_fraction(exp['successRate'])} per {exp.get('windowSeconds', 1):g} s"
+    if not exp:
+        return "-"
     parts = []
     if exp.get("completed") is not None:
         parts.append(f"completed {_fraction(exp['completed'])}")

@@ -46,6 +46,9 @@ def test_both_modes_give_the_same_verdicts(library_runs, path):
         result, observations = library_runs(path.stem, mode)
         rows = []
         for v, o in zip(result.verdicts, observations, strict=True):
+            if "load" in v.details:  # a load's windows follow the timing: its verdict is the fact
+                rows.append((v.name, v.passed))
+                continue
             outcomes = (o.count(DELIVERED), o.count(DROPPED), o.count(REJECTED))
             if v.oracle["outcome"] == "mixed":  # the edge's or kube-proxy's draw: which ones
                 outcomes = tuple(sorted({a.outcome for a in o.attempts}))

@@ -6,13 +6,21 @@ import ipaddress
 from dataclasses import replace
 
 from testbed.core.model import (
+    DEFAULT_LOAD_RATE,
+    DEFAULT_LOAD_TIMEOUT,
+    DEFAULT_LOAD_WINDOW,
     DEFAULT_PROBE_COUNT,
+    LOAD_RATE_RANGE,
+    LOAD_TIMEOUT_RANGE,
+    LOAD_WINDOW_RANGE,
     TCP,
     Expectation,
+    LoadPlan,
     ProbePlan,
     Target,
 )
 from testbed.core.scenario.types import (
+    MAX_LOADS,
     MAX_PROBE_COUNT,
     MAX_REPLICAS,
     SHARE_TOLERANCE,
@@ -190,6 +198,8 @@ class ProbeReading:
             step = self._drain_step(v, step, alive)
         elif action == "taintNode":
             step = self._taint_step(v, step)
+        elif action == "load":
+            step = replace(step, load=self._load(v, name, item))
         elif action == "waitForHealthChecks":
             if v.boolean() is not True:
                 v.fail("must be true (leave the step out not to wait)")
@@ -212,6 +222,66 @@ class ProbeReading:
                 v.get("trace").fail("trace is for spec.probes and probe steps, not batches")
             step = replace(step, probe=probe)
         return step
+
+    def _load(self, v: _V, name: str, step_v: _V) -> LoadPlan:
+        """A step's `load:`; `until` must name a step written after this one."""
+        v.mapping(
+            (
+                "from",
+                "to",
+                "protocol",
+                "ratePerSecond",
+                "timeoutSeconds",
+                "windowSeconds",
+                "until",
+                "expect",
+            )
+        )
+        self._load_count = getattr(self, "_load_count", 0) + 1
+        if self._load_count > MAX_LOADS:
+            step_v.fail(f"at most {MAX_LOADS} load steps in one scenario")
+        source_v = v.need("from")
+        source = source_v.string()
+        if self.seen.owner("source", source) is None:
+            self._cascade(source_v, "", "", source)
+            source_v.fail(f"{show(source)} is not a client, pod or node of this scenario")
+        protocol_v = v.get("protocol")
+        protocol = _protocol(protocol_v) if protocol_v else None
+        target, protocol = self._target(v.need("to"), protocol)
+        rate = _in_range(v.get("ratePerSecond"), LOAD_RATE_RANGE, DEFAULT_LOAD_RATE, "per second")
+        timeout = _in_range(
+            v.get("timeoutSeconds"), LOAD_TIMEOUT_RANGE, DEFAULT_LOAD_TIMEOUT, "seconds"
+        )
+        window = _in_range(
+            v.get("windowSeconds"), LOAD_WINDOW_RANGE, DEFAULT_LOAD_WINDOW, "seconds"
+        )
+        until = None
+        if (until_v := v.get("until")) is not None:
+            until = until_v.string()
+            if until == name:
+                until_v.fail("a load cannot run until its own step: name a later step")
+            later = self._later_steps(step_v)
+            if until not in later:
+                where = "not a later step" if until in self.probe_names else "no such step"
+                shown = _few(later) if later else "none: this is the last step"
+                until_v.fail(f"{show(until)} is {where}; name a later step ({shown})")
+        expect_v = v.need("expect")
+        expect_v.mapping(("successRate",))
+        rate_v = expect_v.need("successRate")
+        success = rate_v.number()
+        if not 0 <= success <= 1:
+            rate_v.fail(f"{success:g} is outside [0, 1]: the least success rate of any window")
+        return LoadPlan(name, source, target, protocol, rate, timeout, window, until, success)
+
+    def _later_steps(self, step_v: _V) -> list[str]:
+        """The names written on the steps after `step_v` (they are read after it)."""
+        later: list[str] = []
+        seen = False
+        for other in self.lab_steps.items():
+            if seen and isinstance(other.value, dict) and isinstance(other.value.get("name"), str):
+                later.append(other.value["name"])
+            seen = seen or other.value is step_v.value
+        return later
 
     def _scale_step(self, v: _V, step: Step, alive: set[str], deleted: set[str]) -> Step:
         v.mapping(("deployment", "replicas"))
@@ -395,3 +465,14 @@ class ProbeReading:
         return name
 
     # warnings
+
+
+def _in_range(v: _V | None, bounds: tuple[float, float], default: float, unit: str) -> float:
+    """A positive number within `bounds` (a load's rate, timeout or window)."""
+    if v is None:
+        return default
+    value = v.number()
+    low, high = bounds
+    if not low <= value <= high:
+        v.fail(f"{value:g} is outside {low:g}-{high:g} {unit}")
+    return value

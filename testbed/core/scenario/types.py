@@ -12,6 +12,7 @@ from testbed.core.model import (
     TCP,
     ContainerPort,
     LoadBalancerConfig,
+    LoadPlan,
     ProbePlan,
 )
 from testbed.core.yamlsrc import SourceError, one_line
@@ -22,6 +23,7 @@ MAX_NODES = 1000
 MAX_REPLICAS = 10_000
 MAX_PODS = 100_000
 MAX_PROBE_COUNT = 100_000
+MAX_LOADS = 10  # load steps in one scenario (they may all run at once)
 DEFAULT_AFFINITY_TIMEOUT = 10800
 KNOWN_FAULTS = frozenset({"no-snat", "no-conntrack-cleanup", "no-invalid-drop"})
 IMPLEMENTATIONS = ("builtin", "upstream")  # spec.kubeProxy.implementation
@@ -174,7 +176,13 @@ CHANGE_ACTIONS = (
     "drainNode",
     "taintNode",
 )
-STEP_ACTIONS = (*CHANGE_ACTIONS, "waitForHealthChecks", "probe", "probeDuringConvergence")
+STEP_ACTIONS = (
+    *CHANGE_ACTIONS,
+    "waitForHealthChecks",
+    "probe",
+    "probeDuringConvergence",
+    "load",
+)
 
 
 @dataclass(frozen=True)
@@ -204,7 +212,8 @@ class Step:
     """One thing done to the running lab after spec.probes, in the order written.
 
     Changes (deletePod, scale, setPolicy, proxyHealthy) edit the world; the rest
-    wait for the edge or probe it. A probe step's verdict carries the step's name.
+    wait for the edge or probe it. A probe step's verdict carries the step's name; so
+    does a load's, which runs in the background until its `until` step has ended.
     """
 
     name: str
@@ -218,6 +227,7 @@ class Step:
     node: str | None = None  # proxyHealthy
     healthy: bool = True  # proxyHealthy; edgeHealthChecks: whether the edge checks
     probe: ProbePlan | None = None  # probe, probeDuringConvergence
+    load: LoadPlan | None = None  # load: runs in the background until its `until` step ends
     loc: Loc = field(default=NOWHERE, compare=False)
     rollout: Rollout | None = None  # rollout (deployment names the Deployment)
     drain: Drain | None = None  # drainNode (node names the node)
