@@ -151,6 +151,8 @@ def fit(
     for row in rows:
         lines = lay(row)
         for i in moved:
+            if row[i] in ("", "-"):  # nothing to say (a load has no single path)
+                continue
             lines += hanging(" " * (INDENT + 4) + columns[i].label + ": ", row[i], width)
         laid.append(lines)
     return Fitted(lay(titles), laid)
