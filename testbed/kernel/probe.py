@@ -30,6 +30,7 @@ from testbed.kernel.explain import FrameIndex, Try, explain
 from testbed.kernel.frames import RST, SYN
 
 DEFAULT_TIMEOUT = 1.0
+ANSWER_WAIT = 4.0  # more seconds for the answer on a connection that is up (5 s in all)
 PACKET_BATCH = 5000  # packet probes: source ports drawn without repeats within a batch
 PACKET_PORTS = (20000, 60000)
 BATCH = 1000  # attempts in flight at once; more only fill a listen backlog
@@ -124,10 +125,25 @@ def _drive(tries: list[Try], protocol: str, timeout: float, host_header: str) ->
             events = selectors.EVENT_READ if protocol == "UDP" else selectors.EVENT_WRITE
             sel.register(t.sock, events, t)
     deadline = time.monotonic() + timeout
+    # a connection that is up gets longer for its answer: on a busy machine a slow answer
+    # is not a broken one (the sharp batches of a convergence probe keep their own timeout)
+    answer_deadline = deadline + (ANSWER_WAIT if timeout >= DEFAULT_TIMEOUT else 0.0)
     request = f"GET /clientip HTTP/1.1\r\nHost: {host_header}\r\n\r\n".encode()
     pending = sum(1 for t in tries if not t.done)
-    while pending and time.monotonic() < deadline:
-        for key, mask in sel.select(timeout=max(0.0, deadline - time.monotonic())):
+    until = deadline
+    while pending:
+        if time.monotonic() >= until:
+            if until == answer_deadline:
+                break
+            # the deadline passed: attempts without a connection stay unanswered (dropped
+            # or refused); those connected may still read their answer
+            for t in tries:
+                if not t.done and t.connected_at is None:
+                    sel.unregister(t.sock)
+                    pending -= 1
+            until = answer_deadline
+            continue
+        for key, mask in sel.select(timeout=max(0.0, until - time.monotonic())):
             t: Try = key.data
             try:
                 if protocol == "UDP":
