@@ -32,6 +32,7 @@ from testbed.core.records import BROKEN, COMPLETED, DROPPED, ENDS, REJECTED
 from testbed.kernel import netns
 from testbed.kernel.capture import Capture, Point
 from testbed.kernel.frames import ACK, SYN
+from testbed.kernel.probe import http_complete
 from testbed.verdict.timeline import LoadSample
 
 END = {name: i for i, name in enumerate(ENDS)}
@@ -278,7 +279,7 @@ class LoadEngine:
         state["end"] = BROKEN  # connected: from here on a reset or silence is broken
         await loop.sock_sendall(sock, self._request)
         data = b""
-        while not _complete(data):
+        while not http_complete(data):
             chunk = await loop.sock_recv(sock, 4096)
             if not chunk:
                 break
@@ -341,14 +342,3 @@ class LoadEngine:
         horizon = time.time() - self.timeout - 2  # their first packets are long gone
         for sport in [p for p, w in self._ports.items() if w[-1][0] < horizon]:
             del self._ports[sport]
-
-
-def _complete(data: bytes) -> bool:
-    head, sep, body = data.partition(b"\r\n\r\n")
-    if not sep:
-        return False
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return len(body) >= int(value.strip() or 0)
-    return False

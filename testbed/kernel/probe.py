@@ -162,7 +162,7 @@ def _drive(tries: list[Try], protocol: str, timeout: float, host_header: str) ->
                 else:
                     chunk = t.sock.recv(4096)
                     t.buffer += chunk
-                    if not chunk or _complete(bytes(t.buffer)):
+                    if not chunk or http_complete(bytes(t.buffer)):
                         t.answered_at = time.monotonic()
                         t.reply = _body(bytes(t.buffer))
                         t.done = True
@@ -224,7 +224,8 @@ def _await_packets(
                 waiting.discard(f.dport)
 
 
-def _complete(data: bytes) -> bool:
+def http_complete(data: bytes) -> bool:
+    """Whether an HTTP/1.1 answer is whole: its head and Content-Length bytes of body."""
     head, sep, body = data.partition(b"\r\n\r\n")
     if not sep:
         return False

@@ -99,7 +99,8 @@ def test_a_python_api_lab_survives_a_concurrent_clean_and_is_probed_from_the_cli
     assert private.namespaces() == set() and private.state_files() == set()
 
 
-def test_a_pytest_owned_lab_survives_a_concurrent_clean(private: Private, tmp_path: Path):
+def pytest_owner(private: Private, tmp_path: Path) -> subprocess.Popen:
+    """A pytest run whose test holds a lab (its id in tmp_path/id) until tmp_path/go."""
     test_file = tmp_path / "test_owner.py"
     test_file.write_text(PYTEST_OWNER)
     env = dict(private.env, HANDSHAKE=str(tmp_path))
@@ -113,6 +114,11 @@ def test_a_pytest_owned_lab_survives_a_concurrent_clean(private: Private, tmp_pa
     )
     private.procs.append(owner)
     assert wait_until(lambda: (tmp_path / "id").exists() or owner.poll() is not None, 120)
+    return owner
+
+
+def test_a_pytest_owned_lab_survives_a_concurrent_clean(private: Private, tmp_path: Path):
+    owner = pytest_owner(private, tmp_path)
     lab = (tmp_path / "id").read_text()
     assert lab_line(private, lab).endswith(" up")
     done = private.tb("clean")
@@ -126,19 +132,7 @@ def test_a_pytest_owned_lab_survives_a_concurrent_clean(private: Private, tmp_pa
 
 def test_sigterm_to_pytest_tears_its_labs_down(private: Private, tmp_path: Path):
     """A cancelled CI job: SIGTERM stops pytest like Ctrl-C, and the lab fixture cleans up."""
-    test_file = tmp_path / "test_owner.py"
-    test_file.write_text(PYTEST_OWNER)
-    env = dict(private.env, HANDSHAKE=str(tmp_path))
-    owner = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    private.procs.append(owner)
-    assert wait_until(lambda: (tmp_path / "id").exists() or owner.poll() is not None, 120)
+    owner = pytest_owner(private, tmp_path)
     assert len(private.namespaces()) == 9
     owner.send_signal(signal.SIGTERM)
     out, _ = owner.communicate(timeout=120)
