@@ -78,14 +78,7 @@ class ProbeReading:
             name = step_name
             if (name_v := item.get("name")) is not None and name_v.value != step_name:
                 name_v.fail(f"a step's probe is named by the step ({step_name!r}); leave it out")
-        source_v = item.need("from")
-        source = source_v.string()
-        if self.seen.owner("source", source) is None:
-            self._cascade(source_v, "", "", source)
-            source_v.fail(f"{show(source)} is not a client, pod or node of this scenario")
-        protocol_v = item.get("protocol")
-        protocol = _protocol(protocol_v) if protocol_v else None
-        target, protocol = self._target(item.need("to"), protocol)
+        source, target, protocol = self._aim(item)
         count_v = item.get("count")
         count = (
             count_v.integer(1, MAX_PROBE_COUNT, f"{count_v.value} is outside 1-{MAX_PROBE_COUNT}")
@@ -134,6 +127,18 @@ class ProbeReading:
             )
         if latency:
             mode_v.fail("latency is measured on connections (mode: connection)")
+
+    def _aim(self, item: _V) -> tuple[str, Target, str]:
+        """A probe's or load's `from`, `to` and `protocol`, checked against the scenario."""
+        source_v = item.need("from")
+        source = source_v.string()
+        if self.seen.owner("source", source) is None:
+            self._cascade(source_v, "", "", source)
+            source_v.fail(f"{show(source)} is not a client, pod or node of this scenario")
+        protocol_v = item.get("protocol")
+        protocol = _protocol(protocol_v) if protocol_v else None
+        target, protocol = self._target(item.need("to"), protocol)
+        return source, target, protocol
 
     # steps
 
@@ -240,14 +245,7 @@ class ProbeReading:
         self._load_count = getattr(self, "_load_count", 0) + 1
         if self._load_count > MAX_LOADS:
             step_v.fail(f"at most {MAX_LOADS} load steps in one scenario")
-        source_v = v.need("from")
-        source = source_v.string()
-        if self.seen.owner("source", source) is None:
-            self._cascade(source_v, "", "", source)
-            source_v.fail(f"{show(source)} is not a client, pod or node of this scenario")
-        protocol_v = v.get("protocol")
-        protocol = _protocol(protocol_v) if protocol_v else None
-        target, protocol = self._target(v.need("to"), protocol)
+        source, target, protocol = self._aim(v)
         rate = _in_range(v.get("ratePerSecond"), LOAD_RATE_RANGE, DEFAULT_LOAD_RATE, "per second")
         timeout = _in_range(
             v.get("timeoutSeconds"), LOAD_TIMEOUT_RANGE, DEFAULT_LOAD_TIMEOUT, "seconds"
