@@ -68,14 +68,22 @@ def _syn_ack(capture: Capture, since: float, local: tuple[str, int], pod_points:
 
 
 def _inject(pod_ns: str, frame, payload: bytes = STRAY_PAYLOAD) -> None:
-    """One data segment of the pod's side of the connection, far outside the window."""
+    """One data segment of the pod's side of the connection, far outside the window.
+
+    Built and sent on a thread inside the pod's namespace: importing Scapy opens netlink
+    sockets to read the routes of the namespace it runs in, never the host's.
+    """
+    netns.run_in(pod_ns, _send_stray, frame, payload)
+
+
+def _send_stray(frame, payload: bytes) -> None:
     from scapy.layers.inet import IP, TCP  # only here: Scapy is slow to import
 
     seq = (frame.seq + 1 + STRAY_OFFSET) & 0xFFFFFFFF
     packet = IP(src=frame.src, dst=frame.dst) / TCP(
         sport=frame.sport, dport=frame.dport, flags="PA", seq=seq, ack=frame.ack, window=502
     )
-    raw = netns.socket_in(pod_ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     try:
         raw.sendto(bytes(packet / payload), (frame.dst, 0))
     finally:
